@@ -1,0 +1,4 @@
+"""`python -m bnexp ...` is the `bnexp` command."""
+from bnexp.cli import main
+
+main()

@@ -1,0 +1,244 @@
+"""Configuration schemas: typed dataclasses registered in Hydra's ConfigStore.
+
+Enum fields make Hydra reject an unknown word (`norm.kind=foo`) and a wrong type
+(`train.batch_size=abc`) while it composes the config. Range and cross-field checks that a
+type cannot express (`train.batch_size=0`, `optim.lr=-1`, batch norm on a batch of one) live
+in `validate`, which runs before any run folder exists (see `bnexp.callbacks`).
+
+Enum members are lower-case words so that `norm.kind=batch` reads the same on the command
+line, in the saved config and in every CSV column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+class DatasetName(Enum):
+    mnist = "mnist"
+    fashion_mnist = "fashion_mnist"
+    cifar10 = "cifar10"
+
+
+class ModelName(Enum):
+    mlp = "mlp"
+    resnet = "resnet"
+
+
+class Activation(Enum):
+    relu = "relu"
+    sigmoid = "sigmoid"
+    tanh = "tanh"
+    gelu = "gelu"
+
+
+class Init(Enum):
+    default = "default"  # PyTorch's own layer initialisation
+    kaiming = "kaiming"  # He normal, fan_in, gain for ReLU
+    xavier = "xavier"  # Glorot normal
+    normal = "normal"  # N(0, model.init_std^2)
+
+
+class NormKind(Enum):
+    none = "none"
+    batch = "batch"
+
+
+class Placement(Enum):
+    before = "before"  # weight -> norm -> activation (Ioffe & Szegedy 2015)
+    after = "after"  # weight -> activation -> norm
+
+
+class Affine(Enum):
+    both = "both"  # learnable scale (gamma) and shift (beta)
+    scale = "scale"  # gamma only
+    shift = "shift"  # beta only
+    none = "none"  # neither: pure standardisation
+
+
+class OptimName(Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+class Schedule(Enum):
+    constant = "constant"
+    cosine = "cosine"  # cosine decay to zero over the whole budget
+    step = "step"  # multiply by optim.step_gamma at each fraction in optim.step_milestones
+
+
+class Device(Enum):
+    auto = "auto"  # cuda if available, else mps, else cpu
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+@dataclass
+class DataConfig:
+    name: DatasetName = DatasetName.fashion_mnist
+    root: Optional[str] = None  # folder searched first; else $BNEXP_DATA, user cache, /usr/share/datasets
+    download: bool = False  # fetch with torchvision's downloader (checksummed) when not found
+    train_subset: Optional[int] = None  # examples kept from the training set (class-balanced); null = all
+    subset_seed: int = 0  # seed of the class-balanced pick; fixed so that seeds share one subset
+    augment: bool = False  # batched random crop (4-pixel padding) + horizontal flip, on the device
+
+
+@dataclass
+class MLPConfig:
+    name: ModelName = ModelName.mlp
+    depth: int = 3  # hidden layers
+    width: int = 100  # units per hidden layer
+    activation: Activation = Activation.relu
+    dropout: float = 0.0  # probability, after each hidden block
+    init: Init = Init.default
+    init_std: float = 0.01  # std of N(0, std^2) weights when init=normal
+
+
+@dataclass
+class ResNetConfig:
+    name: ModelName = ModelName.resnet
+    depth: int = 20  # 6n+2 layers: 20, 32, 44, 56, 110 (He et al. 2016, CIFAR)
+    width: float = 1.0  # channel multiplier on the 16/32/64 stages
+    activation: Activation = Activation.relu
+    dropout: float = 0.0  # probability, before the classifier
+    init: Init = Init.kaiming
+    init_std: float = 0.01  # std of N(0, std^2) weights when init=normal
+
+
+@dataclass
+class NormConfig:
+    kind: NormKind = NormKind.batch
+    placement: Placement = Placement.before
+    affine: Affine = Affine.both
+    momentum: float = 0.1  # PyTorch convention: weight of the NEW batch in the running average
+    eps: float = 1e-5  # added to the variance before the square root
+
+
+@dataclass
+class OptimConfig:
+    name: OptimName = OptimName.sgd
+    lr: float = 0.1  # peak learning rate, reached after warmup
+    momentum: float = 0.9  # SGD momentum; beta1 for adam/adamw
+    nesterov: bool = False  # SGD only
+    weight_decay: float = 0.0  # L2 (sgd, adam) or decoupled (adamw)
+    decay_norm_bias: bool = False  # false: norm scales/shifts and biases get no weight decay
+    schedule: Schedule = Schedule.constant
+    warmup_steps: int = 0  # linear warmup from 0 to optim.lr over this many steps
+    step_milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the budget
+    step_gamma: float = 0.1  # LR factor at each milestone (schedule=step)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64  # examples per SGD step; the last incomplete batch of an epoch is dropped
+    epochs: int = 5  # budget in passes over the training set (ignored when train.steps is set)
+    steps: Optional[int] = None  # budget in SGD steps; overrides train.epochs when set
+    eval_every: int = 1  # evaluate the test set every N epochs, and always at the end
+    log_every: int = 50  # steps averaged into one train row of metrics.csv
+    device: Device = Device.auto
+    threads: Optional[int] = None  # torch CPU threads; null = torch's default
+    amp: bool = False  # bf16 autocast, CUDA only
+
+
+@dataclass
+class Config:
+    seed: int = 0  # seeds python, numpy and torch at the start of the run
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = None  # MLPConfig or ResNetConfig, chosen by the model group
+    norm: NormConfig = field(default_factory=NormConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def register_configs() -> None:
+    """Put the schemas where the YAML files of `conf/` find them (`defaults: [<name>]`)."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="model", name="mlp_schema", node=MLPConfig)
+    cs.store(group="model", name="resnet_schema", node=ResNetConfig)
+    cs.store(group="norm", name="norm_schema", node=NormConfig)
+    cs.store(group="optim", name="optim_schema", node=OptimConfig)
+    cs.store(group="train", name="train_schema", node=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A config value that composes but cannot be run; the message names key and fix."""
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject values no type can catch, with one line naming the key and what is allowed."""
+    checks = [
+        (cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "an integer >= 1"),
+        (cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "an integer >= 1"),
+        (cfg.train.steps is None or cfg.train.steps >= 1, "train.steps", cfg.train.steps,
+         "null or an integer >= 1"),
+        (cfg.train.eval_every >= 1, "train.eval_every", cfg.train.eval_every, "an integer >= 1"),
+        (cfg.train.log_every >= 1, "train.log_every", cfg.train.log_every, "an integer >= 1"),
+        (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", cfg.train.threads,
+         "null or an integer >= 1"),
+        (cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a number > 0"),
+        (0 <= cfg.optim.momentum < 1, "optim.momentum", cfg.optim.momentum, "a number in [0, 1)"),
+        (cfg.optim.weight_decay >= 0, "optim.weight_decay", cfg.optim.weight_decay, "a number >= 0"),
+        (cfg.optim.warmup_steps >= 0, "optim.warmup_steps", cfg.optim.warmup_steps, "an integer >= 0"),
+        (all(0 < m < 1 for m in cfg.optim.step_milestones), "optim.step_milestones",
+         list(cfg.optim.step_milestones), "fractions of the budget, each in (0, 1)"),
+        (cfg.optim.step_gamma > 0, "optim.step_gamma", cfg.optim.step_gamma, "a number > 0"),
+        (0 <= cfg.norm.momentum <= 1, "norm.momentum", cfg.norm.momentum,
+         "a number in [0, 1] (PyTorch convention: weight of the new batch)"),
+        (cfg.norm.eps > 0, "norm.eps", cfg.norm.eps, "a number > 0"),
+        (cfg.data.train_subset is None or cfg.data.train_subset >= 1, "data.train_subset",
+         cfg.data.train_subset, "null or an integer >= 1"),
+        (cfg.model.depth >= 1, "model.depth", cfg.model.depth, "an integer >= 1"),
+        (cfg.model.width > 0, "model.width", cfg.model.width, "a number > 0"),
+        (0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "a probability in [0, 1)"),
+        (cfg.model.init_std > 0, "model.init_std", cfg.model.init_std, "a number > 0"),
+    ]
+    for ok, key, value, allowed in checks:
+        if not ok:
+            raise ConfigError(f"{key}={value} is invalid: expected {allowed}")
+    _validate_combinations(cfg)
+
+
+def _validate_combinations(cfg: DictConfig) -> None:
+    if cfg.model.name == ModelName.resnet and (cfg.model.depth - 2) % 6 != 0:
+        raise ConfigError(
+            f"model.depth={cfg.model.depth} is invalid for model=resnet: expected 6n+2 "
+            "(20, 32, 44, 56, 110)")
+    if cfg.optim.nesterov and cfg.optim.name != OptimName.sgd:
+        raise ConfigError(f"optim.nesterov=true is invalid with optim={cfg.optim.name.value}: "
+                          "Nesterov momentum is an SGD option; use optim=sgd")
+    if cfg.optim.nesterov and cfg.optim.momentum == 0:
+        raise ConfigError("optim.nesterov=true is invalid with optim.momentum=0: "
+                          "Nesterov needs momentum > 0")
+    if (cfg.train.batch_size == 1 and cfg.norm.kind == NormKind.batch
+            and cfg.model.name == ModelName.mlp):
+        raise ConfigError(
+            "train.batch_size=1 is invalid with norm.kind=batch on model=mlp: batch statistics "
+            "of one example are undefined (its variance is 0); use a batch of 2 or more, or "
+            "norm.kind=none")
+    if cfg.train.amp and cfg.train.device in (Device.cpu, Device.mps):
+        raise ConfigError(f"train.amp=true is invalid with train.device={cfg.train.device.value}: "
+                          "bf16 autocast is used on CUDA only; set train.amp=false")
+
+
+def flatten(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as {'norm.kind': 'batch', ...}: words, not Enum objects."""
+    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(tree, "")
+    return flat

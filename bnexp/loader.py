@@ -1,0 +1,108 @@
+"""Device-resident data: the decoded uint8 dataset lives on the training device as one tensor.
+
+A batch is an index into it: each epoch is one seeded `randperm`, the last incomplete batch is
+dropped, augmentation (crop + flip) is one gather for the whole batch, and normalisation with
+the training set's per-channel mean/std is one fused multiply-add. No DataLoader, no
+per-sample Python, no host-device copy after the first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+
+CROP_PADDING = 4  # pixels of zero padding before the random crop (He et al. 2016)
+
+
+@dataclass
+class DeviceSplit:
+    """uint8 images (N x C x H x W) and int64 labels on one device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+class Normalizer:
+    """(x / 255 - mean) / std per channel, as one multiply-add on a uint8 batch."""
+
+    def __init__(self, train_images: torch.Tensor):
+        pixels = train_images.transpose(0, 1).reshape(train_images.shape[1], -1).double() / 255
+        mean, std = pixels.mean(dim=1), pixels.std(dim=1)
+        self.mean, self.std = mean.tolist(), std.tolist()
+        shape = (1, -1, 1, 1)
+        self.scale = (1 / (255 * std)).float().view(shape).to(train_images.device)
+        self.shift = (-mean / std).float().view(shape).to(train_images.device)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, images.float(), self.scale)
+
+
+def balanced_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """Indices of `size` examples, picked round-robin over classes after a seeded shuffle:
+    the first k of every class before the (k+1)-th of any, so classes stay balanced (up to
+    one) until a class runs out. Returned sorted."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(labels.shape[0], generator=generator)
+    shuffled = labels.cpu()[order]
+    by_class = torch.sort(shuffled, stable=True).indices
+    counts = torch.bincount(shuffled)
+    class_start = torch.cumsum(counts, 0) - counts
+    sorted_labels = shuffled[by_class]
+    rank_in_class = torch.arange(labels.shape[0]) - class_start[sorted_labels]
+    round_robin = torch.argsort(rank_in_class * counts.numel() + sorted_labels)
+    return torch.sort(order[by_class[round_robin[:size]]]).values
+
+
+class TrainBatches:
+    """Seeded, shuffled, full batches of one training split, augmented and normalised."""
+
+    def __init__(self, split: DeviceSplit, normalize: Normalizer, batch_size: int,
+                 augment: bool, seed: int):
+        if batch_size > len(split):
+            raise ValueError(f"train.batch_size={batch_size} exceeds the {len(split)} training "
+                             "examples: lower the batch size or raise data.train_subset")
+        self.split, self.normalize = split, normalize
+        self.batch_size, self.augment = batch_size, augment
+        self.steps_per_epoch = len(split) // batch_size  # the incomplete last batch is dropped
+        device = split.images.device
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.split.images.device
+        order = torch.randperm(len(self.split), generator=self.generator, device=device)
+        batches = order[: self.steps_per_epoch * self.batch_size].view(-1, self.batch_size)
+        for index in batches:
+            images = self.split.images[index]
+            if self.augment:
+                images = crop_and_flip(images, CROP_PADDING, self.generator)
+            yield self.normalize(images), self.split.labels[index]
+
+
+def crop_and_flip(images: torch.Tensor, padding: int, generator: torch.Generator
+                  ) -> torch.Tensor:
+    """Random crop after zero padding, and a random horizontal flip, per image, as a single
+    gather over the batch."""
+    count, channels, height, width = images.shape
+    device = images.device
+    padded = F.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
+    dx = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
+    flip = torch.randint(0, 2, (count, 1), generator=generator, device=device).bool()
+    columns = torch.arange(width, device=device).expand(count, width)
+    columns = torch.where(flip, width - 1 - columns, columns) + dx
+    rows = torch.arange(height, device=device) + dy
+    return padded[torch.arange(count, device=device).view(-1, 1, 1, 1),
+                  torch.arange(channels, device=device).view(1, -1, 1, 1),
+                  rows.view(count, 1, height, 1), columns.view(count, 1, 1, width)]
+
+
+def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+              subset: Optional[torch.Tensor] = None) -> DeviceSplit:
+    if subset is not None:
+        images, labels = images[subset], labels[subset]
+    return DeviceSplit(images.contiguous().to(device), labels.to(device))

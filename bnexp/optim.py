@@ -1,0 +1,58 @@
+"""Optimizers and learning-rate schedules by name, built from the `optim` config slice."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from bnexp.config import OptimConfig, Schedule
+
+
+def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """Weight decay on weight matrices/kernels; norm scales/shifts and biases (every 1-d
+    parameter) are exempt unless `optim.decay_norm_bias`."""
+    decay, exempt = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (exempt if parameter.ndim <= 1 and not cfg.decay_norm_bias else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": exempt, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+OPTIMIZERS: dict[str, Callable[[list[dict], OptimConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, cfg: torch.optim.SGD(
+        groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov),
+    "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999)),
+    "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999)),
+}
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    return OPTIMIZERS[cfg.name.value](parameter_groups(model, cfg), cfg)
+
+
+def lr_factor(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of `optim.lr` before step `step` (0-based): linear warmup, then the
+    schedule over the remaining steps."""
+    warmup = cfg.warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == Schedule.constant:
+            return 1.0
+        if cfg.schedule == Schedule.cosine:
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        passed = sum(step >= milestone * total_steps for milestone in cfg.step_milestones)
+        return cfg.step_gamma ** passed
+    return factor
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int
+                   ) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps))
+
