@@ -157,15 +157,14 @@ class Config:
 
 
 def register_configs() -> None:
-    """Put the schemas where the YAML files of `conf/` find them (`defaults: [<name>]`)."""
+    """Put the schemas where the YAML files of `conf/` find them (`/<name>@_here_`)."""
     cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="model", name="mlp_schema", node=MLPConfig)
-    cs.store(group="model", name="resnet_schema", node=ResNetConfig)
-    cs.store(group="norm", name="norm_schema", node=NormConfig)
-    cs.store(group="optim", name="optim_schema", node=OptimConfig)
-    cs.store(group="train", name="train_schema", node=TrainConfig)
+    # Stored outside the groups, so that `bnexp --help` lists only the real options.
+    for name, node in [("config_schema", Config), ("data_schema", DataConfig),
+                       ("mlp_schema", MLPConfig), ("resnet_schema", ResNetConfig),
+                       ("norm_schema", NormConfig), ("optim_schema", OptimConfig),
+                       ("train_schema", TrainConfig)]:
+        cs.store(name=name, node=node)
 
 
 class ConfigError(ValueError):

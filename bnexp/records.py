@@ -43,15 +43,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class MetricsLog:
-    """metrics.csv: one row per logged event, flushed as it is written."""
+    """metrics.csv: one row per logged event, flushed as it is written. A new log replaces
+    the rows of an unfinished earlier attempt in the same folder."""
 
     def __init__(self, path: Path):
-        new = not path.exists() or path.stat().st_size == 0
-        self.stream = open(path, "a", newline="")
+        self.stream = open(path, "w", newline="")
         self.writer = csv.DictWriter(self.stream, fieldnames=METRIC_COLUMNS)
-        if new:
-            self.writer.writeheader()
-            self.stream.flush()
+        self.writer.writeheader()
+        self.stream.flush()
 
     def write(self, row: dict[str, Any]) -> None:
         self.writer.writerow(row)

@@ -67,6 +67,9 @@ def run(cfg: DictConfig, folder: Path) -> dict[str, Any]:
     Any exception is recorded (status failed, error.txt) and re-raised.
     """
     validate(cfg)
+    if (folder / records.SUMMARY).exists():
+        raise FileExistsError(f"{folder} already holds a finished run record; choose another "
+                              "output folder (hydra.run.dir=...) instead of overwriting it")
     folder.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
     base = {"config": flatten(cfg), "started_at": started.isoformat(timespec="seconds")}

@@ -1,0 +1,133 @@
+"""The training loop against a plain PyTorch loop, schedules and weight-decay groups by hand."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnexp.engine import Fitter, autocast_for, evaluate
+from bnexp.loader import DeviceSplit, Normalizer, TrainBatches
+from bnexp.models import build_model
+from bnexp.optim import build_optimizer, build_schedule, lr_factor, parameter_groups
+from conftest import compose_config
+
+
+def _data(count=96, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (count, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    return DeviceSplit(images, torch.randint(0, 10, (count,), generator=generator))
+
+
+def test_fitter_matches_a_plain_pytorch_loop():
+    cfg = compose_config("optim.nesterov=true", "optim.weight_decay=0.01",
+                         "optim.schedule=cosine", "optim.warmup_steps=3", "train.batch_size=16")
+    split = _data()
+    normalize = Normalizer(split.images)
+    torch.manual_seed(0)
+    model, _ = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
+    reference = copy.deepcopy(model)
+    optimizer = build_optimizer(model, cfg.optim)
+    fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, 13),
+                    TrainBatches(split, normalize, 16, False, seed=5), autocast_for(torch.device("cpu"), False))
+    rows = []
+    result = fitter.run(13, log_every=4, eval_every=1, test=lambda: (0.0, 0.0), write_row=rows.append)
+
+    # the same run written the obvious way
+    decay = [p for p in reference.parameters() if p.ndim > 1]
+    exempt = [p for p in reference.parameters() if p.ndim <= 1]
+    plain = torch.optim.SGD([{"params": decay, "weight_decay": 0.01},
+                             {"params": exempt, "weight_decay": 0.0}], lr=0.1, momentum=0.9,
+                            nesterov=True)
+    order_source = TrainBatches(split, normalize, 16, False, seed=5)
+    losses, step = [], 0
+    while step < 13:
+        for images, labels in order_source.epoch():
+            factor = (step + 1) / 3 if step < 3 else 0.5 * (1 + math.cos(math.pi * (step - 3) / 10))
+            for group in plain.param_groups:
+                group["lr"] = 0.1 * factor
+            loss = F.cross_entropy(reference(images), labels)
+            plain.zero_grad()
+            loss.backward()
+            plain.step()
+            losses.append(loss.item())
+            step += 1
+            if step == 13:
+                break
+    for mine, theirs in zip(model.state_dict().values(), reference.state_dict().values()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    train_rows = [row for row in rows if row["split"] == "train"]
+    assert [row["step"] for row in train_rows] == [4, 8, 12, 13]
+    assert train_rows[0]["loss"] == pytest.approx(sum(losses[:4]) / 4, rel=1e-5)
+    assert train_rows[-1]["loss"] == pytest.approx(losses[12], rel=1e-5)
+    assert [row["step"] for row in rows if row["split"] == "test"] == [6, 12, 13]
+    assert result.status == "completed" and result.examples == 13 * 16
+
+
+def test_non_finite_loss_stops_the_run_as_diverged():
+    cfg = compose_config("optim.lr=1e8", "norm=none")
+    split = _data()
+    model, _ = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
+    optimizer = build_optimizer(model, cfg.optim)
+    fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, 1000),
+                    TrainBatches(split, Normalizer(split.images), 16, False, 0),
+                    autocast_for(torch.device("cpu"), False))
+    rows = []
+    result = fitter.run(1000, log_every=5, eval_every=1, test=lambda: (0.0, 0.0), write_row=rows.append)
+    assert result.status == "diverged" and result.steps < 1000
+    assert not math.isfinite(rows[-1]["loss"]) and result.diverged_at == rows[-1]["step"]
+
+
+def test_evaluate_uses_running_statistics_and_restores_mode():
+    cfg = compose_config()
+    split = _data(count=40)
+    normalize = Normalizer(split.images)
+    model, _ = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
+    model.train()
+    loss, accuracy = evaluate(model, split, normalize, autocast_for(torch.device("cpu"), False))
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(normalize(split.images))
+    assert loss == pytest.approx(F.cross_entropy(logits, split.labels).item(), rel=1e-5)
+    assert accuracy == pytest.approx((logits.argmax(1) == split.labels).float().mean().item())
+
+
+def test_lr_schedules_by_hand():
+    cfg = compose_config("optim.warmup_steps=4", "optim.schedule=step",
+                         "optim.step_milestones=[0.5,0.75]", "optim.step_gamma=0.1")
+    factor = lr_factor(cfg.optim, 100)
+    assert [factor(s) for s in (0, 1, 3)] == [0.25, 0.5, 1.0]
+    assert factor(49) == 1.0 and factor(50) == pytest.approx(0.1) and factor(75) == pytest.approx(0.01)
+    cosine = lr_factor(compose_config("optim.schedule=cosine").optim, 100)
+    assert cosine(0) == 1.0 and cosine(50) == pytest.approx(0.5) and cosine(100) == pytest.approx(0)
+    assert lr_factor(compose_config().optim, 100)(99) == 1.0
+
+
+@pytest.mark.parametrize("decay_norm_bias", [False, True])
+def test_weight_decay_exempts_norm_parameters_and_biases(decay_norm_bias):
+    cfg = compose_config("optim.weight_decay=0.1", f"optim.decay_norm_bias={decay_norm_bias}",
+                         "norm.placement=after")
+    model, _ = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
+    groups = parameter_groups(model, cfg.optim)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    norm_and_bias = [p for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.Linear))
+                     for name, p in m.named_parameters() if name == "bias" or isinstance(m, nn.BatchNorm1d)]
+    assert norm_and_bias
+    assert all((id(p) in decayed) == decay_norm_bias for p in norm_and_bias)
+    weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    assert all(id(w) in decayed for w in weights)
+
+
+def test_adam_uses_momentum_as_beta1():
+    cfg = compose_config("optim=adam", "optim.momentum=0.8")
+    model, _ = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
+    optimizer = build_optimizer(model, cfg.optim)
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["betas"] == (0.8, 0.999)
+    assert optimizer.defaults["lr"] == 0.001
+    adamw = build_optimizer(model, compose_config("optim=adamw").optim)
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in adamw.param_groups] == [0.01, 0.0]
