@@ -55,12 +55,13 @@ def test_fashion_mnist_run_learns_and_leaves_a_complete_record(tmp_path, fashion
 def test_resnet_on_cifar_format_files_completes(tmp_path, cifar_root):
     result = run_bnexp("data=cifar10", f"data.root={cifar_root}", "model=resnet",
                        "model.depth=8", "model.width=0.5", "train.batch_size=32",
-                       "train.epochs=2", "norm.placement=after", cwd=tmp_path)
+                       "train.epochs=2", "norm.placement=after", "train.threads=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary, rows = read_record(only_run(tmp_path / "results"))
     assert summary["status"] == "completed" and summary["steps"] == 2 * (300 // 32)
     assert summary["config"]["data.augment"] is True and summary["data_checksum"] == "not canonical"
     assert summary["train_examples"] == 300 and len(summary["data_mean"]) == 3
+    assert summary["threads"] == 1 and summary["norm.weight_bias"] is True
     assert [row["split"] for row in rows].count("test") == 2
 
 
