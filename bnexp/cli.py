@@ -8,35 +8,54 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from bnexp.callbacks import Rejected
+from bnexp import jobs
+from bnexp.callbacks import Rejected, ResultsNotWritable, SweepFailed
 from bnexp.config import ConfigError, register_configs
+from bnexp.identity import register_resolvers
 from bnexp.datasets import DatasetNotFound
 from bnexp.formats import DatasetFileError
 
 EXIT_CONFIG = 2  # the command line or config is wrong
+EXIT_FAILED_RUNS = 1  # a sweep finished, but some of its runs failed (its table names them)
 EXIT_DATA = 3  # the dataset is missing or damaged
+EXIT_OUTPUT = 4  # the results folder cannot be written
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repository's conf/
+# conf/hydra/launcher/joblib.yaml is deliberately checked against the joblib plugin's schema of
+# the same name; Hydra announces that merge as deprecated at every composition.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against")
 
 register_configs()
+register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
-def train(cfg: DictConfig) -> None:
-    from bnexp.run import run  # torch is imported only once the config is known to be good
+def train(cfg: DictConfig) -> str:
+    """One job: run, resume or skip the run in its folder (see bnexp.jobs). Launchers that
+    ship jobs to other processes (joblib, SLURM) pickle it by reference to this module."""
+    hydra_cfg = HydraConfig.get()
+    folder = Path(hydra_cfg.runtime.output_dir)
+    single = hydra_cfg.mode == RunMode.RUN
+    outcome = jobs.execute(cfg, folder, raise_errors=single,
+                           threads=jobs.threads_for(cfg, hydra_cfg.launcher))
+    accuracy = outcome.final_test_accuracy
+    print(f"{outcome.status}: {folder}"
+          + (f"  test accuracy {accuracy:.4f}" if accuracy is not None else "")
+          + (f"  ({outcome.detail})" if outcome.detail else ""), flush=True)
+    return outcome.status
 
-    folder = Path(HydraConfig.get().runtime.output_dir)
-    summary = run(cfg, folder)
-    print(f"{summary['status']}: test accuracy {summary.get('final_test_accuracy', 'n/a')} "
-          f"after {summary['steps']} steps; record in {folder}")
+
+hydra_entry = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR),
+                         config_name="config")(train)
 
 
 def config_error_line(error: BaseException) -> str:
@@ -60,15 +79,19 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         try:
-            train()
+            hydra_entry()
         except Rejected as rejected:  # raised before any run folder exists
             raise rejected.error from None
+    except SweepFailed:
+        sys.exit(EXIT_FAILED_RUNS)
     except ConfigError as error:
         sys.exit(_fail(f"invalid config: {error}", EXIT_CONFIG))
     except (HydraException, OmegaConfBaseException) as error:
         sys.exit(_fail(f"invalid config: {config_error_line(error)}", EXIT_CONFIG))
     except (DatasetNotFound, DatasetFileError) as error:
         sys.exit(_fail(str(error), EXIT_DATA))
+    except ResultsNotWritable as error:
+        sys.exit(_fail(str(error), EXIT_OUTPUT))
 
 
 def _fail(message: str, code: int) -> int:

@@ -10,6 +10,7 @@ line, in the saved config and in every CSV column.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
@@ -70,6 +71,12 @@ class Schedule(Enum):
     constant = "constant"
     cosine = "cosine"  # cosine decay to zero over the whole budget
     step = "step"  # multiply by optim.step_gamma at each fraction in optim.step_milestones
+
+
+class Rerun(Enum):
+    missing = "missing"  # run what has no finished record; interrupted runs resume
+    failed = "failed"  # also run again what failed (the failed record is archived)
+    all = "all"  # run everything again (earlier records are archived, never deleted)
 
 
 class Device(Enum):
@@ -144,11 +151,15 @@ class TrainConfig:
     device: Device = Device.auto
     threads: Optional[int] = None  # torch CPU threads; null = torch's default
     amp: bool = False  # bf16 autocast, CUDA only
+    checkpoint_every: int = 1  # epochs between checkpoints a killed run resumes from; 0 = never
 
 
 @dataclass
 class Config:
     seed: int = 0  # seeds python, numpy and torch at the start of the run
+    study: str = "adhoc"  # runs go to <results_dir>/<study>/<run-id>
+    results_dir: str = "results"  # relative paths are taken from the launch directory
+    rerun: Rerun = Rerun.missing  # what a repeated launch runs again
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None  # MLPConfig or ResNetConfig, chosen by the model group
     norm: NormConfig = field(default_factory=NormConfig)
@@ -180,6 +191,10 @@ def validate(cfg: DictConfig) -> None:
          "null or an integer >= 1"),
         (cfg.train.eval_every >= 1, "train.eval_every", cfg.train.eval_every, "an integer >= 1"),
         (cfg.train.log_every >= 1, "train.log_every", cfg.train.log_every, "an integer >= 1"),
+        (cfg.train.checkpoint_every >= 0, "train.checkpoint_every", cfg.train.checkpoint_every,
+         "an integer >= 0 (0: no checkpoints)"),
+        (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.study) is not None, "study", cfg.study,
+         "a folder name of letters, digits, '_', '-', '.'"),
         (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", cfg.train.threads,
          "null or an integer >= 1"),
         (cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a number > 0"),

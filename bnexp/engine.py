@@ -45,6 +45,15 @@ class IntervalMeter:
         self.steps += 1
         self.examples += examples
 
+    def state_dict(self) -> dict:
+        return {"loss": self.loss.clone(), "correct": self.correct.clone(),
+                "steps": self.steps, "examples": self.examples}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss.copy_(state["loss"])
+        self.correct.copy_(state["correct"])
+        self.steps, self.examples = state["steps"], state["examples"]
+
     def read_and_reset(self) -> tuple[float, float]:
         """Mean step loss and accuracy of the interval (the one host sync)."""
         loss, correct = self.loss.item(), self.correct.item()
@@ -87,13 +96,20 @@ class FitResult:
 
 class Fitter:
     """Runs the step budget: train rows every `log_every` steps, test rows every
-    `eval_every` epochs and at the end, through `write_row`."""
+    `eval_every` epochs and at the end, through `write_row`.
+
+    Its progress (step, epoch, the open log interval, clocks) and everything that decides the
+    remaining steps (model, optimizer, schedule, the data order's generator) are in
+    `state_dict()`, taken at epoch ends, so a resumed fit continues bit-identically.
+    """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  schedule: torch.optim.lr_scheduler.LRScheduler, batches: TrainBatches,
                  autocast: Callable[[], ContextManager]):
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.batches, self.autocast = batches, autocast
+        self.meter = IntervalMeter(batches.split.labels.device)
+        self.step_count, self.epoch, self.train_seconds, self.clock_offset = 0, 0, 0.0, 0.0
 
     def step(self, images: torch.Tensor, labels: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,36 +124,59 @@ class Fitter:
 
     def run(self, total_steps: int, log_every: int, eval_every: int,
             test: Callable[[], tuple[float, float]], write_row: RowWriter,
-            on_log: Callable[[int, float, float], None] = lambda *_: None) -> FitResult:
-        per_epoch, batch = self.batches.steps_per_epoch, self.batches.batch_size
-        meter = IntervalMeter(self.batches.split.labels.device)
-        step, epoch, train_seconds = 0, 0, 0.0
-        started = time.perf_counter()
+            on_log: Callable[[int, float, float], None] = lambda *_: None,
+            on_epoch_end: Callable[["Fitter"], None] = lambda _: None) -> FitResult:
+        batch = self.batches.batch_size
+        started = time.perf_counter() - self.clock_offset
         self.model.train()
-        while step < total_steps:
-            epoch += 1
+        while self.step_count < total_steps:
+            self.epoch += 1
             tick = time.perf_counter()
             for images, labels in self.batches.epoch():
                 lr = self.optimizer.param_groups[0]["lr"]
-                meter.add(*self.step(images, labels), batch)
-                step += 1
-                if step % log_every == 0 or step == total_steps:
-                    loss, accuracy = meter.read_and_reset()
-                    write_row(self._row(step, "train", loss, accuracy, lr, started))
-                    on_log(step, loss, accuracy)
+                self.meter.add(*self.step(images, labels), batch)
+                self.step_count += 1
+                if self.step_count % log_every == 0 or self.step_count == total_steps:
+                    loss, accuracy = self.meter.read_and_reset()
+                    write_row(self._row("train", loss, accuracy, lr, started))
+                    on_log(self.step_count, loss, accuracy)
                     if not math.isfinite(loss):
-                        train_seconds += time.perf_counter() - tick
-                        return FitResult("diverged", step, step * batch, train_seconds, step)
-                if step == total_steps:
+                        self.train_seconds += time.perf_counter() - tick
+                        return FitResult("diverged", self.step_count, self.step_count * batch,
+                                         self.train_seconds, self.step_count)
+                if self.step_count == total_steps:
                     break
-            train_seconds += time.perf_counter() - tick
-            if epoch % eval_every == 0 or step == total_steps:
+            self.train_seconds += time.perf_counter() - tick
+            if self.epoch % eval_every == 0 or self.step_count == total_steps:
                 loss, accuracy = test()
-                write_row(self._row(step, "test", loss, accuracy, lr, started))
-        return FitResult("completed", step, step * batch, train_seconds)
+                write_row(self._row("test", loss, accuracy, lr, started))
+            self.clock_offset = time.perf_counter() - started
+            on_epoch_end(self)
+        return FitResult("completed", self.step_count, self.step_count * batch,
+                         self.train_seconds)
 
-    def _row(self, step: int, split: str, loss: float, accuracy: float, lr: float,
-             started: float) -> dict:
-        return {"step": step, "epoch": round(step / self.batches.steps_per_epoch, 4),
-                "examples": step * self.batches.batch_size, "split": split, "loss": loss,
-                "accuracy": accuracy, "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
+    def _row(self, split: str, loss: float, accuracy: float, lr: float, started: float) -> dict:
+        return {"step": self.step_count,
+                "epoch": round(self.step_count / self.batches.steps_per_epoch, 4),
+                "examples": self.step_count * self.batches.batch_size, "split": split,
+                "loss": loss, "accuracy": accuracy, "lr": lr,
+                "seconds": round(time.perf_counter() - started, 3)}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "generator": self.batches.generator.get_state(),
+                "meter": self.meter.state_dict(),
+                "progress": {"step": self.step_count, "epoch": self.epoch,
+                             "train_seconds": self.train_seconds,
+                             "clock_offset": self.clock_offset}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.batches.generator.set_state(state["generator"])
+        self.meter.load_state_dict(state["meter"])
+        progress = state["progress"]
+        self.step_count, self.epoch = progress["step"], progress["epoch"]
+        self.train_seconds, self.clock_offset = progress["train_seconds"], progress["clock_offset"]

@@ -41,6 +41,7 @@ class NormSpec:
 
     build: Callable[[int, int, NormConfig], Optional[nn.Module]]  # (channels, spatial dims, cfg)
     cancels_bias: bool  # subtracts a per-channel mean, so a bias right before it has no effect
+    reads: tuple[str, ...] = ("placement", "affine", "momentum", "eps")  # norm.* keys it uses
 
 
 def _batch_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
@@ -55,7 +56,7 @@ def _no_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> None:
 
 
 NORMS: dict[str, NormSpec] = {
-    "none": NormSpec(build=_no_norm, cancels_bias=False),
+    "none": NormSpec(build=_no_norm, cancels_bias=False, reads=()),
     "batch": NormSpec(build=_batch_norm, cancels_bias=True),
 }
 
@@ -68,6 +69,12 @@ def _keep_affine(layer: nn.Module, affine: Affine) -> nn.Module:
     if affine in (Affine.scale, Affine.none) and layer.bias is not None:
         layer.register_parameter("bias", None)
     return layer
+
+
+def unused_keys(kind: str) -> set[str]:
+    """The `norm.*` keys that cannot change a model with this norm kind (for run identity)."""
+    return {f"norm.{key}" for key in ("placement", "affine", "momentum", "eps")} - {
+        f"norm.{key}" for key in NORMS[kind].reads}
 
 
 class NormFactory:

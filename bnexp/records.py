@@ -8,6 +8,7 @@ summary that says completed.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
@@ -43,18 +44,24 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class MetricsLog:
-    """metrics.csv: one row per logged event, flushed as it is written. A new log replaces
-    the rows of an unfinished earlier attempt in the same folder."""
+    """metrics.csv: one row per logged event, flushed as it is written. It starts from
+    `rows` (those a resumed run had checkpointed; none for a new run), replacing whatever an
+    interrupted attempt had appended after them."""
 
-    def __init__(self, path: Path):
-        self.stream = open(path, "w", newline="")
+    def __init__(self, path: Path, rows: Optional[list[dict[str, Any]]] = None):
+        self.rows: list[dict[str, Any]] = list(rows or [])
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_atomic(path, buffer.getvalue())
+        self.stream = open(path, "a", newline="")
         self.writer = csv.DictWriter(self.stream, fieldnames=METRIC_COLUMNS)
-        self.writer.writeheader()
-        self.stream.flush()
 
     def write(self, row: dict[str, Any]) -> None:
         self.writer.writerow(row)
         self.stream.flush()
+        self.rows.append(row)
 
     def close(self) -> None:
         self.stream.close()

@@ -7,17 +7,18 @@ import sys
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from bnexp import datasets, records
+from bnexp import checkpoint, datasets, records
 from bnexp.config import ConfigError, DataConfig, Device, flatten, validate
+from bnexp.identity import config_hash, run_id
 from bnexp.engine import Fitter, autocast_for, evaluate
-from bnexp.loader import DeviceSplit, Normalizer, TrainBatches, balanced_subset, to_device
+from bnexp.loader import Normalizer, TrainBatches, balanced_subset, to_device
 from bnexp.models import build_model
 from bnexp.optim import build_optimizer, build_schedule
 
@@ -61,8 +62,11 @@ def place_data(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
             "checksum": splits.checksum}
 
 
-def run(cfg: DictConfig, folder: Path) -> dict[str, Any]:
-    """Train one run into `folder`; returns the summary also written to summary.json.
+def run(cfg: DictConfig, folder: Path, heartbeat: Callable[[], None] = lambda: None,
+        threads: Optional[int] = None) -> dict[str, Any]:
+    """Train one run into `folder`, resuming from its checkpoint when it has one; returns
+    the summary also written to summary.json. `heartbeat` is called at every log row;
+    `threads` (CPU threads) defaults to `train.threads`.
 
     Any exception is recorded (status failed, error.txt) and re-raised.
     """
@@ -72,10 +76,13 @@ def run(cfg: DictConfig, folder: Path) -> dict[str, Any]:
                               "output folder (hydra.run.dir=...) instead of overwriting it")
     folder.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
-    base = {"config": flatten(cfg), "started_at": started.isoformat(timespec="seconds")}
-    metrics = records.MetricsLog(folder / records.METRICS)
+    resume = checkpoint.load(folder, config_hash(cfg))
+    base = {"config": flatten(cfg), "config_hash": config_hash(cfg), "run_id": run_id(cfg),
+            "started_at": started.isoformat(timespec="seconds"),
+            "resumed_from_step": resume["fit"]["progress"]["step"] if resume else None}
+    metrics = records.MetricsLog(folder / records.METRICS, resume["rows"] if resume else None)
     try:
-        summary = {**base, **_train(cfg, metrics)}
+        summary = {**base, **_train(cfg, folder, metrics, resume, heartbeat, threads)}
     except BaseException as error:
         records.write_error(folder, traceback.format_exc())
         records.write_summary(folder, {**base, "status": "failed",
@@ -93,46 +100,53 @@ def _since(started: datetime) -> float:
     return round((datetime.now(timezone.utc) - started).total_seconds(), 3)
 
 
-def _train(cfg: DictConfig, metrics: records.MetricsLog) -> dict[str, Any]:
+def _train(cfg: DictConfig, folder: Path, metrics: records.MetricsLog, resume: Optional[dict],
+           heartbeat: Callable[[], None], threads: Optional[int]) -> dict[str, Any]:
     device = resolve_device(cfg.train.device)
     if cfg.train.amp and device.type != "cuda":
         raise ConfigError(f"train.amp=true needs CUDA but this run uses {device}: "
                           "set train.amp=false")
-    if cfg.train.threads is not None:
-        torch.set_num_threads(cfg.train.threads)
+    threads = threads if threads is not None else cfg.train.threads
+    if threads is not None:
+        torch.set_num_threads(threads)
     seed_everything(cfg.seed)
     data = place_data(cfg.data, device)
-    train: DeviceSplit = data["train"]
-    model, norms = build_model(cfg.model, cfg.norm, tuple(train.images.shape[1:]),
+    model, norms = build_model(cfg.model, cfg.norm, tuple(data["train"].images.shape[1:]),
                                datasets.DATASETS[cfg.data.name.value].num_classes)
     model.to(device)
-    batches = TrainBatches(train, data["normalize"], cfg.train.batch_size, cfg.data.augment,
-                           cfg.seed)
+    batches = TrainBatches(data["train"], data["normalize"], cfg.train.batch_size,
+                           cfg.data.augment, cfg.seed)
     total_steps = cfg.train.steps or cfg.train.epochs * batches.steps_per_epoch
     optimizer = build_optimizer(model, cfg.optim)
     autocast = autocast_for(device, cfg.train.amp)
     fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, total_steps),
                     batches, autocast)
-    tests: list[dict] = []
+    if resume:
+        fitter.load_state_dict(resume["fit"])
+        checkpoint.restore_rng(resume["rng"])
 
     def write_row(row: dict) -> None:
         metrics.write(row)
-        if row["split"] == "test":
-            tests.append(row)
+        heartbeat()
 
-    with _progress(total_steps) as bar:
+    def save_checkpoint(state: Fitter) -> None:
+        every = cfg.train.checkpoint_every
+        if every and (state.epoch % every == 0 or state.step_count == total_steps):
+            checkpoint.save(folder, state.state_dict(), metrics.rows, config_hash(cfg))
+
+    with _progress(total_steps, fitter.step_count) as bar:
         result = fitter.run(total_steps, cfg.train.log_every, cfg.train.eval_every,
                             lambda: evaluate(model, data["test"], data["normalize"], autocast),
-                            write_row, _bar_update(bar))
+                            write_row, _bar_update(bar), save_checkpoint)
     summary = {"status": result.status, "steps": result.steps, "examples": result.examples,
                "train_seconds": round(result.train_seconds, 3), "diverged_at": result.diverged_at,
                "steps_per_epoch": batches.steps_per_epoch, "total_steps": total_steps,
-               "train_examples": len(train), "test_examples": len(data["test"]),
+               "train_examples": len(data["train"]), "test_examples": len(data["test"]),
                "parameters": sum(p.numel() for p in model.parameters()),
                "data_folder": data["folder"], "data_checksum": data["checksum"],
                "data_mean": data["normalize"].mean, "data_std": data["normalize"].std,
                **norms.describe(), **records.provenance(device)}
-    summary.update(_test_summary(tests))
+    summary.update(_test_summary([row for row in metrics.rows if row["split"] == "test"]))
     if result.status == "completed":
         loss, accuracy = evaluate(model, data["train_eval"], data["normalize"], autocast)
         summary.update(final_train_loss=loss, final_train_accuracy=accuracy,
@@ -148,9 +162,9 @@ def _test_summary(tests: list[dict]) -> dict[str, Any]:
             "best_test_accuracy": max(row["accuracy"] for row in tests)}
 
 
-def _progress(total_steps: int) -> tqdm:
+def _progress(total_steps: int, done: int) -> tqdm:
     """A bar on a terminal; silent when stdout is a file or a pipe."""
-    return tqdm(total=total_steps, unit="step", disable=not sys.stdout.isatty(),
+    return tqdm(total=total_steps, initial=done, unit="step", disable=not sys.stdout.isatty(),
                 dynamic_ncols=True, leave=False)
 
 

@@ -83,7 +83,7 @@ def test_cli_missing_dataset_is_one_message_before_any_folder(tmp_path):
 
 
 def test_check_runnable_finds_present_data(idx_root):
-    check_runnable(compose_config("data=mnist", f"data.root={idx_root}"))
+    check_runnable(compose_config("data=mnist", f"data.root={idx_root}"), str(idx_root))
 
 
 def test_help_is_bnexps_own(tmp_path):
