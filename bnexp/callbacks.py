@@ -78,8 +78,23 @@ class ValidateBeforeRun(Callback):
         outcomes = sweep.read_launch_log(self.launch_log)
         print(sweep.outcome_table(outcomes, self.expected), flush=True)
         os.environ.pop(LAUNCH_LOG_ENV, None)
+        if config.report:
+            write_report(study_dir(config, config.hydra.runtime.cwd))
         if any(outcome["status"] == "failed" for outcome in outcomes):
             raise SweepFailed("some runs failed")
+
+
+def write_report(study: Path) -> None:
+    """The study's report, also when some runs failed; a report error never hides the
+    sweep's own outcome."""
+    from bnexp.report.build import build_report
+
+    try:
+        report = build_report(study)
+    except Exception as error:  # the runs are safe on disk; say why the report is missing
+        print(f"report: not written ({type(error).__name__}: {error}); run bnexp-report {study}")
+        return
+    print(f"report: {report.out / 'report.html'}", flush=True)
 
 
 def _rejecting(check, *args: Any) -> None:

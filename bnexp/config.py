@@ -160,6 +160,7 @@ class Config:
     study: str = "adhoc"  # runs go to <results_dir>/<study>/<run-id>
     results_dir: str = "results"  # relative paths are taken from the launch directory
     rerun: Rerun = Rerun.missing  # what a repeated launch runs again
+    report: bool = False  # after a sweep (-m), write <results_dir>/<study>/report/
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None  # MLPConfig or ResNetConfig, chosen by the model group
     norm: NormConfig = field(default_factory=NormConfig)

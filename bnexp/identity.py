@@ -23,7 +23,7 @@ from bnexp.config import flatten
 from bnexp.norm import unused_keys
 
 NOT_SEMANTIC = {
-    "study", "results_dir", "rerun",  # where the record goes, what a relaunch repeats
+    "study", "results_dir", "rerun", "report",  # where records go, what a relaunch repeats
     "train.threads",  # execution only (joblib/SLURM choose it per job)
     "train.checkpoint_every",  # a resumed run equals an uninterrupted one
 }

@@ -1,0 +1,4 @@
+"""`python -m bnexp.report RESULTS_DIR` is `bnexp-report RESULTS_DIR`."""
+from bnexp.report.cli import main
+
+main()

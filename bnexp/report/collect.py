@@ -1,0 +1,161 @@
+"""Collect run folders into tidy tables: one row per run, one row per metrics event.
+
+A run folder is any folder under the results root that holds a `summary.json`, a
+`metrics.csv` or a Hydra `.hydra/config.yaml`; folder names are never parsed. The config comes
+from the summary (flattened, as the run saw it) or, when the summary is missing, from the
+Hydra snapshot. A run whose summary is missing or unreadable, or whose CSV is truncated, is
+kept with status `incomplete` and a reason, never silently dropped or half-read.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import yaml
+
+from bnexp.records import METRIC_COLUMNS, METRICS, SUMMARY
+from bnexp.norm import unused_keys
+
+NOT_APPLICABLE = "n/a"  # a norm key the run's norm does not read
+SUMMARY_FIELDS = [
+    "final_test_accuracy", "final_test_loss", "best_test_accuracy", "best_test_loss",
+    "final_train_accuracy", "final_train_loss", "steps", "examples", "total_steps",
+    "train_seconds", "wall_seconds", "diverged_at", "device", "device_name", "threads",
+    "torch_version", "bnexp_version", "git_commit", "started_at", "error",
+]
+SKIPPED_FOLDERS = {".hydra", "history", ".submitit", ".launches", "report"}
+
+
+@dataclass
+class Collection:
+    """What a results folder holds: runs, their curves, and any extra per-run tables."""
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    extras: dict[str, pd.DataFrame] = field(default_factory=dict)
+    config_keys: list[str] = field(default_factory=list)
+
+
+def find_run_folders(root: Path) -> list[Path]:
+    found = set()
+    for marker in (SUMMARY, METRICS, ".hydra/config.yaml"):
+        for path in root.rglob(marker):
+            folder = path.parent.parent if marker.startswith(".hydra") else path.parent
+            if not SKIPPED_FOLDERS & set(folder.relative_to(root).parts):
+                found.add(folder)
+    return sorted(found)
+
+
+def flatten_tree(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten_tree(value, f"{prefix}{key}."))
+    return flat
+
+
+def read_csv_strict(path: Path, columns: Optional[list[str]] = None) -> pd.DataFrame:
+    """A CSV whose every row is complete; raises ValueError on a truncated file."""
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        raise ValueError(f"{path.name} ends inside a row (truncated)")
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or (columns and rows[0] != columns):
+        raise ValueError(f"{path.name} has no header" if not rows else
+                         f"{path.name} has columns {rows[0]}, expected {columns}")
+    if any(len(row) != len(rows[0]) for row in rows[1:]):
+        raise ValueError(f"{path.name} has rows with a wrong number of fields")
+    return pd.read_csv(io.StringIO(text))
+
+
+def read_run(folder: Path, root: Path) -> tuple[dict[str, Any], list[str],
+                                                 Optional[pd.DataFrame], dict[str, pd.DataFrame]]:
+    """(row of runs.csv, its config keys, its metrics rows or None, its extra tables)."""
+    row: dict[str, Any] = {"run": str(folder.relative_to(root))}
+    problems = []
+    summary: dict[str, Any] = {}
+    try:
+        summary = json.loads((folder / SUMMARY).read_text())
+    except FileNotFoundError:
+        problems.append("no summary.json" + (" (still running?)" if (folder / ".lock").exists()
+                                             else ""))
+    except (OSError, ValueError) as error:
+        problems.append(f"unreadable summary.json ({error})")
+    config = summary.get("config") or _hydra_config(folder)
+    row.update({key: json.dumps(value) if isinstance(value, list) else value
+                for key, value in config.items()})  # lists as text, so rows can be grouped
+    row.update({key: summary.get(key) for key in SUMMARY_FIELDS})
+    curves = None
+    try:
+        curves = read_csv_strict(folder / METRICS, METRIC_COLUMNS)
+    except FileNotFoundError:
+        problems.append("no metrics.csv")
+    except ValueError as error:
+        problems.append(str(error))
+    extras = {}
+    for path in sorted(folder.glob("*.csv")):
+        if path.name != METRICS:
+            try:
+                extras[path.stem] = read_csv_strict(path)
+            except ValueError as error:
+                problems.append(str(error))
+    row["status"] = "incomplete" if problems else summary.get("status", "incomplete")
+    row["problem"] = "; ".join(problems)
+    if row["status"] == "failed":
+        row["problem"] = (summary.get("error") or "see error.txt").splitlines()[0]
+    if problems:
+        return row, list(config), None, {}
+    return row, list(config), curves, extras
+
+
+def _hydra_config(folder: Path) -> dict[str, Any]:
+    try:
+        tree = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return flatten_tree(tree)
+
+
+def collect(root: Path) -> Collection:
+    """Read every run under `root`; warn once per incomplete run."""
+    rows, curves, extras, config_keys = [], [], {}, set()
+    for folder in find_run_folders(root):
+        row, keys, run_curves, run_extras = read_run(folder, root)
+        rows.append(row)
+        config_keys.update(keys)
+        if row["status"] == "incomplete":
+            warnings.warn(f"incomplete run {folder}: {row['problem']}", stacklevel=2)
+        if run_curves is not None:
+            curves.append(run_curves.assign(run=row["run"]))
+        for name, table in run_extras.items():
+            extras.setdefault(name, []).append(table.assign(run=row["run"]))
+    runs = pd.DataFrame(rows)
+    if not runs.empty:
+        runs = _mark_unused_norm_keys(runs)
+        runs["generalization_gap"] = runs["final_train_accuracy"] - runs["final_test_accuracy"]
+    curve_table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
+        columns=METRIC_COLUMNS + ["run"])
+    return Collection(runs, curve_table,
+                      {name: pd.concat(tables, ignore_index=True) for name, tables in extras.items()},
+                      sorted(config_keys))
+
+
+def _mark_unused_norm_keys(runs: pd.DataFrame) -> pd.DataFrame:
+    """A norm key the run's norm does not read is shown as n/a, so that norm=none runs do not
+    pose as one placement or another."""
+    if "norm.kind" not in runs:
+        return runs
+    runs = runs.copy()
+    for index, kind in runs["norm.kind"].items():
+        if isinstance(kind, str):
+            for key in unused_keys(kind) & set(runs.columns):
+                runs[key] = runs[key].astype(object)
+                runs.at[index, key] = NOT_APPLICABLE
+    return runs

@@ -1,0 +1,108 @@
+"""Factors, variants and seed statistics.
+
+The factors are the config keys whose value differs between runs; `seed` is the replicate.
+A variant is one combination of factor values. Per variant, over its seeds: counts by status
+and, over the completed runs, n, mean, std (n - 1 in the denominator) and a 95% confidence
+interval from Student's t with n - 1 degrees of freedom (scipy), which for 3-5 seeds is
+2-4 times wider than the 1.96 normal approximation, as it must be. Diverged and failed runs are
+counted, never averaged in as zeros.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Optional
+
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from bnexp.identity import NOT_SEMANTIC
+from bnexp.report.collect import NOT_APPLICABLE
+
+REPLICATE = "seed"
+STATUSES = ["completed", "diverged", "failed", "incomplete"]
+METRICS = ["final_test_accuracy", "final_test_loss", "best_test_accuracy",
+           "final_train_accuracy", "generalization_gap", "train_seconds"]
+CONFIDENCE = 0.95
+
+
+def detect_factors(runs: pd.DataFrame, config_keys: Iterable[str]) -> list[str]:
+    """Config keys with more than one value among the runs, except the replicate and keys
+    that only say where or how a run executed."""
+    candidates = [key for key in config_keys
+                  if key in runs and key != REPLICATE and key not in NOT_SEMANTIC]
+    return [key for key in candidates if len(_applicable_values(runs[key])) > 1]
+
+
+def held_fixed(runs: pd.DataFrame, config_keys: Iterable[str]) -> dict[str, object]:
+    """Config keys with one value across the runs it applies to (what a title may say was
+    held fixed)."""
+    fixed = {}
+    for key in config_keys:
+        if key in runs and key not in NOT_SEMANTIC:
+            values = _applicable_values(runs[key])
+            if len(values) == 1:
+                fixed[key] = values[0]
+    return fixed
+
+
+def _applicable_values(column: pd.Series) -> list:
+    """Distinct values, compared as text, leaving out n/a (a key the run does not read)."""
+    column = column[column.astype(str) != NOT_APPLICABLE]
+    return list(dict(zip(column.astype(str), column)).values())
+
+
+def label(values: dict[str, object]) -> str:
+    """`kind=batch, placement=after`: short key names, in factor order."""
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in values.items()) or "all runs"
+
+
+def t_interval(values: pd.Series) -> tuple[int, float, float, float, float]:
+    """(n, mean, std, low, high) of a 95% Student-t interval; NaN where n is too small."""
+    values = values.dropna()
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    std = float(values.std(ddof=1)) if n > 1 else math.nan
+    if n < 2:
+        return n, mean, std, math.nan, math.nan
+    half = float(scipy_stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * std / math.sqrt(n)
+    return n, mean, std, mean - half, mean + half
+
+
+def summarize(runs: pd.DataFrame, factors: list[str],
+              metrics: Optional[list[str]] = None) -> pd.DataFrame:
+    """One row per variant: factor values, status counts, and per metric n/mean/std/CI."""
+    metrics = metrics or METRICS
+    rows = []
+    groups = runs.groupby(factors, dropna=False, sort=True) if factors else [((), runs)]
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row: dict[str, object] = dict(zip(factors, key))
+        row["variant"] = label(dict(zip(factors, key)))
+        row.update({status: int((group["status"] == status).sum()) for status in STATUSES})
+        completed = group[group["status"] == "completed"]
+        for metric in metrics:
+            series = completed[metric] if metric in completed else pd.Series(dtype=float)
+            n, mean, std, low, high = t_interval(pd.to_numeric(series, errors="coerce"))
+            row.update({f"{metric}_n": n, f"{metric}_mean": mean, f"{metric}_std": std,
+                        f"{metric}_ci_low": low, f"{metric}_ci_high": high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown_table(summary: pd.DataFrame, factors: list[str], metric: str) -> str:
+    """The summary as a Markdown table: factors, counts, mean ± std and the 95% CI."""
+    header = [*factors, "completed", "diverged", "failed", "incomplete",
+              f"{metric} mean", "std", "95% CI"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in summary.iterrows():
+        cells = [str(row[f]) for f in factors]
+        cells += [str(row[s]) for s in STATUSES]
+        cells += [_number(row[f"{metric}_mean"]), _number(row[f"{metric}_std"]),
+                  "–" if math.isnan(row[f"{metric}_ci_low"]) else
+                  f"[{_number(row[f'{metric}_ci_low'])}, {_number(row[f'{metric}_ci_high'])}]"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.4f}"

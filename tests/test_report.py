@@ -1,0 +1,221 @@
+"""The report: tables from synthetic run folders with known numbers, figures whose plotted
+values equal the summary, and a page that opens from disk."""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from bnexp.records import METRIC_COLUMNS
+from bnexp.report.build import Options, build_report
+from bnexp.report.collect import collect
+from bnexp.report.stats import detect_factors
+from conftest import run_bnexp
+
+T_975 = {2: 4.302652729911275, 3: 3.182446305284263}  # Student t quantiles, from tables
+
+
+def write_run(folder: Path, config: dict, status: str = "completed", accuracy: float = 0.8,
+              steps: int = 4, truncate: bool = False, summary: bool = True) -> None:
+    """A run folder in bnexp's record format, written by hand."""
+    folder.mkdir(parents=True)
+    tree: dict = {}
+    for key, value in config.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(tree))
+    lines = [",".join(METRIC_COLUMNS)]
+    for step in range(1, steps + 1):
+        loss = "nan" if status == "diverged" and step == steps else f"{1 / step:.4f}"
+        lines.append(f"{step},{step / 2},{step * 8},train,{loss},{accuracy - 0.1},0.1,{step}")
+        if status != "diverged":
+            lines.append(f"{step},{step / 2},{step * 8},test,0.5,{accuracy if step == steps else 0.5},0.1,{step}")
+    text = "\n".join(lines) + "\n"
+    (folder / "metrics.csv").write_text(text[:-7] if truncate else text)
+    if summary:
+        record = {"status": status, "config": config, "steps": steps, "train_seconds": 1.0,
+                  "bnexp_version": "0.1.0", "torch_version": "2.x", "device": "cpu",
+                  "started_at": "2026-11-22T10:00:00+00:00"}
+        if status == "completed":
+            record.update(final_test_accuracy=accuracy, final_train_accuracy=accuracy + 0.05,
+                          final_test_loss=0.5)
+        (folder / "summary.json").write_text(json.dumps(record))
+
+
+GRID_ACCURACY = {("batch", 8): [0.81, 0.84, 0.80], ("batch", 64): [0.86, 0.85, 0.88],
+                 ("none", 8): [0.70, 0.75, 0.72], ("none", 64): [0.79, 0.77, 0.80]}
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path) -> Path:
+    root = tmp_path / "study"
+    for (kind, batch), accuracies in GRID_ACCURACY.items():
+        for seed, accuracy in enumerate(accuracies):
+            config = {"seed": seed, "norm.kind": kind, "train.batch_size": batch,
+                      "optim.lr": 0.1, "norm.placement": "before", "study": "s"}
+            write_run(root / f"{kind}{batch}s{seed}", config, accuracy=accuracy)
+    base = {"norm.kind": "batch", "train.batch_size": 8, "optim.lr": 0.1,
+            "norm.placement": "before", "study": "s"}
+    write_run(root / "diverged", {**base, "seed": 3}, status="diverged")
+    write_run(root / "truncated", {**base, "seed": 4}, truncate=True)
+    write_run(root / "nosummary", {**base, "seed": 5}, summary=False)
+    return root
+
+
+def test_tables_hold_the_right_values_and_an_independent_ci(synthetic, tmp_path):
+    with pytest.warns(UserWarning, match="incomplete run"):
+        report = build_report(synthetic, tmp_path / "out")
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert len(runs) == 15
+    status = dict(zip(runs["run"], runs["status"]))
+    assert status["truncated"] == "incomplete" and status["nosummary"] == "incomplete"
+    assert status["diverged"] == "diverged"
+    assert "truncated" in runs.set_index("run").loc["truncated", "problem"]
+    assert report.factors == ["norm.kind", "train.batch_size"]
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    for (kind, batch), accuracies in GRID_ACCURACY.items():
+        row = summary[(summary["norm.kind"] == kind) & (summary["train.batch_size"] == batch)].iloc[0]
+        mean, std = statistics.mean(accuracies), statistics.stdev(accuracies)
+        half = T_975[2] * std / math.sqrt(3)
+        assert row["final_test_accuracy_n"] == 3
+        assert row["final_test_accuracy_mean"] == pytest.approx(mean)
+        assert row["final_test_accuracy_std"] == pytest.approx(std)
+        assert row["final_test_accuracy_ci_low"] == pytest.approx(mean - half)
+        assert row["final_test_accuracy_ci_high"] == pytest.approx(mean + half)
+        assert row["generalization_gap_mean"] == pytest.approx(0.05)
+    batch8 = summary[(summary["norm.kind"] == "batch") & (summary["train.batch_size"] == 8)].iloc[0]
+    assert (batch8["diverged"], batch8["incomplete"], batch8["completed"]) == (1, 2, 3)
+    table = (tmp_path / "out" / "summary.md").read_text()
+    assert "| batch | 8 | 3 | 1 | 0 | 2 |" in table
+
+
+def test_factor_detection_on_a_mixed_grid(tmp_path):
+    root = tmp_path / "mixed"
+    for index, (kind, placement, lr) in enumerate([("batch", "before", 0.1), ("batch", "after", 0.1),
+                                                   ("none", "before", 0.1), ("none", "before", 0.5)]):
+        config = {"seed": index, "norm.kind": kind, "norm.placement": placement, "optim.lr": lr,
+                  "norm.affine": "both", "train.threads": index, "results_dir": f"r{index}"}
+        write_run(root / str(index), config)
+    data = collect(root)
+    # placement is n/a for norm=none, so it varies among batch runs only; threads and
+    # results_dir say how a run executed, and seed is the replicate
+    assert detect_factors(data.runs, data.config_keys) == ["norm.kind", "norm.placement", "optim.lr"]
+    assert data.runs.set_index("run").loc["2", "norm.placement"] == "n/a"
+
+
+def test_explicit_roles_are_honoured(synthetic, tmp_path):
+    options = Options(x="norm.kind", hue=["train.batch_size"], col="norm.kind")
+    with pytest.warns(UserWarning):
+        report = build_report(synthetic, tmp_path / "out", options, keep_figures=True)
+    bars = report.figures["bars_final_test_accuracy"]
+    labels = bars.axes[0].get_legend_handles_labels()[1]
+    assert labels[:2] == ["batch_size=64", "batch_size=8"]
+    assert [t.get_text() for t in bars.axes[0].get_xticklabels()] == ["kind=batch", "kind=none"]
+    with pytest.raises(ValueError, match="not a config key"):
+        build_report(synthetic, tmp_path / "x", Options(x="norm.colour"))
+
+
+@pytest.fixture(scope="module")
+def real_sweep(tmp_path_factory) -> Path:
+    """Six tiny Fashion-MNIST runs and one that diverges."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    common = ["data.train_subset=400", "train.log_every=4", "train.epochs=2", "study=tiny"]
+    first = run_bnexp("-m", "norm=batch,none", "train.batch_size=16,32", "seed=0,1", *common,
+                      cwd=cwd)
+    assert first.returncode == 0, first.stderr
+    diverged = run_bnexp("norm=none", "optim.lr=1e6", "train.batch_size=16", "seed=2", *common,
+                         cwd=cwd)
+    assert diverged.returncode == 0, diverged.stderr
+    return cwd / "results" / "tiny"
+
+
+def test_plotted_values_equal_the_summary(real_sweep, tmp_path, fashion_mnist):
+    report = build_report(real_sweep, tmp_path / "out", keep_figures=True)
+    summary = report.summary
+    assert set(report.figures) >= {"learning_curves", "vs_batch_size", "bars_final_test_accuracy",
+                                   "generalization_gap"}
+    plotted = set()
+    for axis in report.figures["vs_batch_size"].axes:  # one panel per learning rate
+        rate = float(axis.get_title().split("=")[1])
+        for container in axis.containers:  # errorbar(): the line and its CI bars
+            name, line = container.get_label(), container.lines[0]
+            if name.startswith("kind="):
+                rows = summary[summary["variant"].str.startswith(name)
+                               & (summary["optim.lr"] == rate) & (summary["final_test_accuracy_n"] > 0)]
+                rows = rows.sort_values("train.batch_size")
+                assert list(line.get_xdata()) == rows["train.batch_size"].astype(float).tolist()
+                np.testing.assert_allclose(np.asarray(line.get_ydata(), float),
+                                           rows["final_test_accuracy_mean"].to_numpy(float))
+                plotted.update(rows.index)
+    assert plotted == set(summary.index[summary["final_test_accuracy_n"] > 0])
+    heights = sorted(p.get_height() for ax in report.figures["bars_final_test_accuracy"].axes
+                     for p in ax.patches)
+    expected = sorted(summary.loc[summary["final_test_accuracy_n"] > 0, "final_test_accuracy_mean"])
+    np.testing.assert_allclose(np.asarray(heights, float), np.asarray(expected, float))
+    diverged_markers = [line for ax in report.figures["learning_curves"].axes for line in ax.lines
+                        if line.get_marker() == "x" and len(line.get_xdata())]
+    assert diverged_markers  # the diverged run is drawn, not a silent gap
+    assert any("diverged" in text.get_text()
+               for text in report.figures["learning_curves"].axes[0].get_legend().get_texts())
+    assert summary.loc[summary["optim.lr"] == 1e6, "diverged"].tolist() == [1]
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.targets, self.tables, self.images = [], 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tables += tag == "table"
+        self.images += tag == "img"
+        for key in ("href", "src"):
+            if attrs.get(key) and not attrs[key].startswith("data:"):
+                self.targets.append(attrs[key])
+
+
+def test_html_page_is_self_contained_and_links_resolve(real_sweep, tmp_path, fashion_mnist):
+    report = build_report(real_sweep, tmp_path / "out")
+    page = (tmp_path / "out" / "report.html").read_text()
+    parser = _Links()
+    parser.feed(page)
+    assert parser.tables >= 2 and parser.images == len(list((tmp_path / "out").glob("*.png")))
+    for target in parser.targets:
+        assert (tmp_path / "out" / target).exists(), target
+    assert "95% CI" in page and "final_test_accuracy mean" in page
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Provenance" in markdown and "torch" in markdown
+    assert report.out == tmp_path / "out"
+
+
+def test_report_cli_and_module_entry(real_sweep, tmp_path, fashion_mnist):
+    result = subprocess.run([sys.executable, "-m", "bnexp.report", str(real_sweep), "--out",
+                             str(tmp_path / "cli"), "--hue", "norm.kind", "--vs-step"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "report in" in result.stdout and (tmp_path / "cli" / "report.html").exists()
+    help_text = subprocess.run([sys.executable, "-m", "bnexp.report", "--help"],
+                               capture_output=True, text=True).stdout
+    assert "--hue" in help_text and "--metric" in help_text
+
+
+def test_sweep_with_report_true_writes_it_even_when_a_run_failed(tmp_path, idx_root):
+    result = run_bnexp("-m", "data.train_subset=60,500", "data=mnist", f"data.root={idx_root}",
+                       "train.batch_size=16", "train.epochs=1", "report=true", cwd=tmp_path)
+    assert result.returncode == 1
+    assert (tmp_path / "results" / "adhoc" / "report" / "report.html").exists()
+    runs = pd.read_csv(tmp_path / "results" / "adhoc" / "report" / "runs.csv")
+    assert sorted(runs["status"]) == ["completed", "failed"]
