@@ -3,8 +3,8 @@
 Saved at epoch ends (every `train.checkpoint_every` epochs, and after the last): the fit state
 (model with its BN buffers, optimizer, schedule, data-order generator, the open log interval,
 step and clocks), the global RNG states (torch, CUDA, NumPy, Python: dropout and anything else
-drawn from them), and the metrics rows written so far, so the resumed run rewrites
-metrics.csv to exactly those rows before it appends. Written to a temporary file and renamed,
+drawn from them), and the rows of metrics.csv (and of the probe tables) written so far, so
+the resumed run rewrites each table to exactly those rows before it appends. Written to a temporary file and renamed,
 so a kill during the save leaves the previous checkpoint intact. Stored with plain tensors and
 lists only, so it loads with `torch.load(weights_only=True)`.
 """
@@ -43,8 +43,9 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(python_state), gauss_next))
 
 
-def save(folder: Path, fit_state: dict, rows: list[dict], config_hash: str) -> None:
-    state = {"fit": fit_state, "rng": rng_state(), "rows": rows, "config_hash": config_hash}
+def save(folder: Path, fit_state: dict, tables: dict[str, list[dict]], config_hash: str) -> None:
+    """`tables`: the rows of every CSV table of the run so far, by table name."""
+    state = {"fit": fit_state, "rng": rng_state(), "tables": tables, "config_hash": config_hash}
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{CHECKPOINT}.", suffix=".tmp")
     os.close(handle)
     try:

@@ -46,7 +46,11 @@ class Init(Enum):
 
 class NormKind(Enum):
     none = "none"
-    batch = "batch"
+    batch = "batch"  # Ioffe & Szegedy 2015
+    group = "group"  # Wu & He 2018: norm.groups groups of channels per example
+    layer = "layer"  # Ba et al. 2016: all features of one example
+    batch_renorm = "batch_renorm"  # Ioffe 2017: r/d correction towards the running statistics
+    ghost = "ghost"  # Hoffer et al. 2017: statistics of virtual batches inside the SGD batch
 
 
 class Placement(Enum):
@@ -77,6 +81,24 @@ class Rerun(Enum):
     missing = "missing"  # run what has no finished record; interrupted runs resume
     failed = "failed"  # also run again what failed (the failed record is archived)
     all = "all"  # run everything again (earlier records are archived, never deleted)
+
+
+class ScaleRule(Enum):
+    none = "none"  # optim.lr as given
+    linear = "linear"  # lr * batch_size / base_batch_size (Goyal et al. 2017)
+    sqrt = "sqrt"  # lr * sqrt(batch_size / base_batch_size) (Hoffer et al. 2017)
+
+
+class Trainable(Enum):
+    all = "all"
+    norm_only = "norm_only"  # only the norms' gamma/beta; the rest stays at init (Frankle et al. 2021)
+
+
+class EvalMode(Enum):
+    running = "running"  # model.eval(): the running (moving-average) statistics
+    batch = "batch"  # train-mode normalization on shuffled test batches of eval.batch_size
+    homogeneous = "homogeneous"  # the same, each batch a single class
+    precise = "precise"  # PreciseBN: exact population statistics over eval.precise_batches
 
 
 class Device(Enum):
@@ -125,6 +147,11 @@ class NormConfig:
     affine: Affine = Affine.both
     momentum: float = 0.1  # PyTorch convention: weight of the NEW batch in the running average
     eps: float = 1e-5  # added to the variance before the square root
+    groups: int = 4  # group: groups of channels (must divide every layer's width)
+    virtual_batch_size: int = 16  # ghost: examples per statistics batch
+    r_max: float = 3.0  # batch_renorm: final clip of r = sigma_B / sigma (Ioffe 2017)
+    d_max: float = 5.0  # batch_renorm: final clip of d = (mu_B - mu) / sigma
+    renorm_warmup_steps: int = 5000  # batch_renorm: steps over which r_max/d_max ramp from 1/0
 
 
 @dataclass
@@ -139,6 +166,8 @@ class OptimConfig:
     warmup_steps: int = 0  # linear warmup from 0 to optim.lr over this many steps
     step_milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the budget
     step_gamma: float = 0.1  # LR factor at each milestone (schedule=step)
+    scale_rule: ScaleRule = ScaleRule.none  # scale optim.lr with train.batch_size
+    base_batch_size: int = 64  # batch size at which the scaled LR equals optim.lr
 
 
 @dataclass
@@ -152,6 +181,23 @@ class TrainConfig:
     threads: Optional[int] = None  # torch CPU threads; null = torch's default
     amp: bool = False  # bf16 autocast, CUDA only
     checkpoint_every: int = 1  # epochs between checkpoints a killed run resumes from; 0 = never
+    trainable: Trainable = Trainable.all  # norm_only: train gamma/beta alone
+
+
+@dataclass
+class ProbeConfig:
+    activations: bool = False  # inputs of every activation and norm layer -> activations.csv
+    gradients: bool = False  # per-layer gradient/weight norms, effective step -> gradients.csv
+    every: int = 50  # steps between samples (step 0 and the last step are always sampled)
+    units: int = 8  # units per layer, a fixed seeded sample, whose percentiles are recorded
+    saturation: float = 3.0  # |x| beyond which a sigmoid/tanh input counts as saturated
+
+
+@dataclass
+class EvalConfig:
+    modes: List[EvalMode] = field(default_factory=lambda: [EvalMode.running])
+    batch_size: int = 64  # examples per test batch in the batch and homogeneous modes
+    precise_batches: int = 200  # training batches PreciseBN averages (fvcore's default)
 
 
 @dataclass
@@ -166,6 +212,8 @@ class Config:
     norm: NormConfig = field(default_factory=NormConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def register_configs() -> None:
@@ -214,6 +262,23 @@ def validate(cfg: DictConfig) -> None:
         (cfg.model.width > 0, "model.width", cfg.model.width, "a number > 0"),
         (0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "a probability in [0, 1)"),
         (cfg.model.init_std > 0, "model.init_std", cfg.model.init_std, "a number > 0"),
+        (cfg.optim.base_batch_size >= 1, "optim.base_batch_size", cfg.optim.base_batch_size,
+         "an integer >= 1"),
+        (cfg.probe.every >= 1, "probe.every", cfg.probe.every, "an integer >= 1"),
+        (cfg.probe.units >= 1, "probe.units", cfg.probe.units, "an integer >= 1"),
+        (cfg.probe.saturation > 0, "probe.saturation", cfg.probe.saturation, "a number > 0"),
+        (len(cfg.eval.modes) >= 1 and EvalMode.running in cfg.eval.modes, "eval.modes",
+         [m.value for m in cfg.eval.modes], "a list that includes running"),
+        (cfg.eval.batch_size >= 2, "eval.batch_size", cfg.eval.batch_size, "an integer >= 2"),
+        (cfg.eval.precise_batches >= 1, "eval.precise_batches", cfg.eval.precise_batches,
+         "an integer >= 1"),
+        (cfg.norm.groups >= 1, "norm.groups", cfg.norm.groups, "an integer >= 1"),
+        (cfg.norm.virtual_batch_size >= 2, "norm.virtual_batch_size",
+         cfg.norm.virtual_batch_size, "an integer >= 2"),
+        (cfg.norm.r_max >= 1, "norm.r_max", cfg.norm.r_max, "a number >= 1"),
+        (cfg.norm.d_max >= 0, "norm.d_max", cfg.norm.d_max, "a number >= 0"),
+        (cfg.norm.renorm_warmup_steps >= 0, "norm.renorm_warmup_steps",
+         cfg.norm.renorm_warmup_steps, "an integer >= 0"),
     ]
     for ok, key, value, allowed in checks:
         if not ok:
@@ -232,12 +297,9 @@ def _validate_combinations(cfg: DictConfig) -> None:
     if cfg.optim.nesterov and cfg.optim.momentum == 0:
         raise ConfigError("optim.nesterov=true is invalid with optim.momentum=0: "
                           "Nesterov needs momentum > 0")
-    if (cfg.train.batch_size == 1 and cfg.norm.kind == NormKind.batch
-            and cfg.model.name == ModelName.mlp):
-        raise ConfigError(
-            "train.batch_size=1 is invalid with norm.kind=batch on model=mlp: batch statistics "
-            "of one example are undefined (its variance is 0); use a batch of 2 or more, or "
-            "norm.kind=none")
+    from bnexp.norm import validate_norm  # norm facts live in the norm module
+
+    validate_norm(cfg.norm, cfg.model, cfg.train)
     if cfg.train.amp and cfg.train.device in (Device.cpu, Device.mps):
         raise ConfigError(f"train.amp=true is invalid with train.device={cfg.train.device.value}: "
                           "bf16 autocast is used on CUDA only; set train.amp=false")

@@ -11,7 +11,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Optional
+from typing import Callable, ContextManager, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from torch import nn
 from bnexp.loader import DeviceSplit, Normalizer, TrainBatches
 
 EVAL_BATCH = 1000  # examples per forward pass at evaluation; eval mode makes it irrelevant to results
-RowWriter = Callable[[dict], None]
+TableWriter = Callable[[str, list[dict]], None]  # (table name, rows)
 
 
 def autocast_for(device: torch.device, amp: bool) -> Callable[[], ContextManager]:
@@ -94,9 +94,18 @@ class FitResult:
     diverged_at: Optional[int] = None
 
 
+@dataclass
+class Budget:
+    total_steps: int
+    log_every: int  # steps per train row (and per host read of the loss)
+    eval_every: int  # epochs per evaluation (and always after the last step)
+    probe_every: int = 0  # steps per probe sample; 0: no probes
+
+
 class Fitter:
-    """Runs the step budget: train rows every `log_every` steps, test rows every
-    `eval_every` epochs and at the end, through `write_row`.
+    """Runs the step budget. Rows go out through `write_rows(table, rows)`: train rows to
+    "metrics" every `log_every` steps, one row per evaluation split after evaluations, and
+    probe rows to each probe's table at log times and epoch ends.
 
     Its progress (step, epoch, the open log interval, clocks) and everything that decides the
     remaining steps (model, optimizer, schedule, the data order's generator) are in
@@ -105,55 +114,80 @@ class Fitter:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  schedule: torch.optim.lr_scheduler.LRScheduler, batches: TrainBatches,
-                 autocast: Callable[[], ContextManager]):
+                 autocast: Callable[[], ContextManager], probes: Sequence = ()):
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
-        self.batches, self.autocast = batches, autocast
+        self.batches, self.autocast, self.probes = batches, autocast, list(probes)
         self.meter = IntervalMeter(batches.split.labels.device)
         self.step_count, self.epoch, self.train_seconds, self.clock_offset = 0, 0, 0.0, 0.0
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor
+    def step(self, images: torch.Tensor, labels: torch.Tensor, probing: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.autocast():
-            logits = self.model(images)
-            loss = F.cross_entropy(logits, labels)
+        """One SGD step; with `probing`, the probes' hooks watch its forward and update."""
+        with contextlib.ExitStack() as hooks:
+            for probe in self.probes if probing else ():
+                hooks.enter_context(probe.forward(self.step_count))
+            with self.autocast():
+                logits = self.model(images)
+                loss = F.cross_entropy(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        with contextlib.ExitStack() as hooks:
+            for probe in self.probes if probing else ():
+                hooks.enter_context(probe.update(self.step_count))
+            self.optimizer.step()
         self.schedule.step()
         return loss.detach(), (logits.argmax(1) == labels).sum()
 
-    def run(self, total_steps: int, log_every: int, eval_every: int,
-            test: Callable[[], tuple[float, float]], write_row: RowWriter,
-            on_log: Callable[[int, float, float], None] = lambda *_: None,
+    def run(self, budget: Budget, test: Callable[[], dict[str, tuple[float, float]]],
+            write_rows: TableWriter, on_log: Callable[[int, float, float], None] = lambda *_: None,
             on_epoch_end: Callable[["Fitter"], None] = lambda _: None) -> FitResult:
-        batch = self.batches.batch_size
+        """Train until the budget is spent or the loss stops being finite."""
         started = time.perf_counter() - self.clock_offset
+        batch = self.batches.batch_size
         self.model.train()
-        while self.step_count < total_steps:
+        while self.step_count < budget.total_steps:
             self.epoch += 1
             tick = time.perf_counter()
-            for images, labels in self.batches.epoch():
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.meter.add(*self.step(images, labels), batch)
-                self.step_count += 1
-                if self.step_count % log_every == 0 or self.step_count == total_steps:
-                    loss, accuracy = self.meter.read_and_reset()
-                    write_row(self._row("train", loss, accuracy, lr, started))
-                    on_log(self.step_count, loss, accuracy)
-                    if not math.isfinite(loss):
-                        self.train_seconds += time.perf_counter() - tick
-                        return FitResult("diverged", self.step_count, self.step_count * batch,
-                                         self.train_seconds, self.step_count)
-                if self.step_count == total_steps:
-                    break
+            diverged = self._epoch(budget, write_rows, on_log, started)
             self.train_seconds += time.perf_counter() - tick
-            if self.epoch % eval_every == 0 or self.step_count == total_steps:
-                loss, accuracy = test()
-                write_row(self._row("test", loss, accuracy, lr, started))
+            self._flush_probes(write_rows)
+            if diverged:
+                return FitResult("diverged", self.step_count, self.step_count * batch,
+                                 self.train_seconds, self.step_count)
+            if self.epoch % budget.eval_every == 0 or self.step_count == budget.total_steps:
+                lr = self.optimizer.param_groups[0]["lr"]
+                write_rows("metrics", [self._row(split, loss, accuracy, lr, started)
+                                       for split, (loss, accuracy) in test().items()])
             self.clock_offset = time.perf_counter() - started
             on_epoch_end(self)
         return FitResult("completed", self.step_count, self.step_count * batch,
                          self.train_seconds)
+
+    def _epoch(self, budget: Budget, write_rows: TableWriter,
+               on_log: Callable[[int, float, float], None], started: float) -> bool:
+        """One pass over the batches (or what is left of the budget); True if diverged."""
+        for images, labels in self.batches.epoch():
+            lr = self.optimizer.param_groups[0]["lr"]
+            probing = bool(self.probes) and (self.step_count % budget.probe_every == 0
+                                             or self.step_count == budget.total_steps - 1)
+            self.meter.add(*self.step(images, labels, probing), self.batches.batch_size)
+            self.step_count += 1
+            if self.step_count % budget.log_every == 0 or self.step_count == budget.total_steps:
+                loss, accuracy = self.meter.read_and_reset()
+                write_rows("metrics", [self._row("train", loss, accuracy, lr, started)])
+                self._flush_probes(write_rows)
+                on_log(self.step_count, loss, accuracy)
+                if not math.isfinite(loss):
+                    return True
+            if self.step_count == budget.total_steps:
+                break
+        return False
+
+    def _flush_probes(self, write_rows: TableWriter) -> None:
+        for probe in self.probes:
+            rows = probe.rows()
+            if rows:
+                write_rows(probe.table, rows)
 
     def _row(self, split: str, loss: float, accuracy: float, lr: float, started: float) -> dict:
         return {"step": self.step_count,

@@ -18,37 +18,63 @@ Affine (`norm.affine`): `both` keeps PyTorch's learnable gamma (weight) and beta
 `scale` / `shift` remove the other one; `none` removes both. A removed parameter is absent
 (`None`), not frozen, so parameter counts and optimizers see exactly what is learnable.
 
-Bias of the weight layer: a per-channel bias directly before batch norm is subtracted again
-with the batch mean, so it can never change the output (with or without beta): the weight
-layer then has no bias. Everywhere else the weight keeps its bias. `describe()` records the
-choice.
+Bias of the weight layer: a per-channel bias directly before a norm that subtracts a
+per-channel mean (batch, batch_renorm, ghost) is subtracted again, so it can never change the
+output (with or without beta): the weight layer then has no bias. Group and layer norm subtract
+a mean across channels, which leaves a per-channel bias in place, so the weight keeps it, as it
+does everywhere else. `describe()` records the choice.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from torch import nn
 
-from bnexp.config import Affine, NormConfig, Placement
+from bnexp.config import Affine, ConfigError, NormConfig, Placement
+from bnexp.normalizers import BatchRenorm, GhostBatchNorm, _RunningStatsNorm
 
 ActivationFactory = Callable[[], nn.Module]
 
 
+NORM_KEYS = ("placement", "affine", "momentum", "eps", "groups", "virtual_batch_size",
+             "r_max", "d_max", "renorm_warmup_steps")
+
+
 @dataclass(frozen=True)
 class NormSpec:
-    """One normalizer: how to build it, and the one fact the weight layer before it needs."""
+    """One normalizer: how to build it, and the facts the rest of bnexp needs about it."""
 
     build: Callable[[int, int, NormConfig], Optional[nn.Module]]  # (channels, spatial dims, cfg)
     cancels_bias: bool  # subtracts a per-channel mean, so a bias right before it has no effect
+    batch_statistics: bool  # normalises with statistics across the examples of a batch
     reads: tuple[str, ...] = ("placement", "affine", "momentum", "eps")  # norm.* keys it uses
 
 
 def _batch_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
     layer_type = nn.BatchNorm1d if spatial_dims == 0 else nn.BatchNorm2d
-    layer = layer_type(channels, eps=cfg.eps, momentum=cfg.momentum,
-                       affine=cfg.affine != Affine.none)
-    return _keep_affine(layer, cfg.affine)
+    return layer_type(channels, eps=cfg.eps, momentum=cfg.momentum)
+
+
+def _group_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
+    return nn.GroupNorm(cfg.groups, channels, eps=cfg.eps)
+
+
+def _layer_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
+    """All features of one example: LayerNorm on a vector; on a feature map, GroupNorm with
+    one group (statistics over C x H x W, per-channel gamma/beta, as Wu & He define LN)."""
+    if spatial_dims == 0:
+        return nn.LayerNorm(channels, eps=cfg.eps)
+    return nn.GroupNorm(1, channels, eps=cfg.eps)
+
+
+def _batch_renorm(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
+    return BatchRenorm(channels, cfg.eps, cfg.momentum, cfg.r_max, cfg.d_max,
+                       cfg.renorm_warmup_steps)
+
+
+def _ghost(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
+    return GhostBatchNorm(channels, cfg.eps, cfg.momentum, cfg.virtual_batch_size)
 
 
 def _no_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> None:
@@ -56,25 +82,64 @@ def _no_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> None:
 
 
 NORMS: dict[str, NormSpec] = {
-    "none": NormSpec(build=_no_norm, cancels_bias=False, reads=()),
-    "batch": NormSpec(build=_batch_norm, cancels_bias=True),
+    "none": NormSpec(_no_norm, cancels_bias=False, batch_statistics=False, reads=()),
+    "batch": NormSpec(_batch_norm, cancels_bias=True, batch_statistics=True),
+    "group": NormSpec(_group_norm, cancels_bias=False, batch_statistics=False,
+                      reads=("placement", "affine", "eps", "groups")),
+    "layer": NormSpec(_layer_norm, cancels_bias=False, batch_statistics=False,
+                      reads=("placement", "affine", "eps")),
+    "batch_renorm": NormSpec(_batch_renorm, cancels_bias=True, batch_statistics=True,
+                             reads=("placement", "affine", "momentum", "eps", "r_max",
+                                    "d_max", "renorm_warmup_steps")),
+    "ghost": NormSpec(_ghost, cancels_bias=True, batch_statistics=True,
+                      reads=("placement", "affine", "momentum", "eps", "virtual_batch_size")),
 }
 
 
-def _keep_affine(layer: nn.Module, affine: Affine) -> nn.Module:
-    """Remove gamma and/or beta. PyTorch's functional norms accept `weight=None` and
-    `bias=None` independently, so the layer still runs as one fused kernel."""
+def _keep_affine(layer: nn.Module, affine: Affine) -> None:
+    """Remove gamma and/or beta. PyTorch's functional norms (and ours) accept `weight=None`
+    and `bias=None` independently, so the layer still runs as one fused kernel."""
     if affine in (Affine.shift, Affine.none) and layer.weight is not None:
         layer.register_parameter("weight", None)
     if affine in (Affine.scale, Affine.none) and layer.bias is not None:
         layer.register_parameter("bias", None)
-    return layer
+
+
+NORM_LAYER_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, _RunningStatsNorm)
+
+
+def is_norm_layer(module: nn.Module) -> bool:
+    """Whether `module` is a normalization layer of any kind bnexp builds."""
+    return isinstance(module, NORM_LAYER_TYPES)
+
+
+def validate_norm(cfg: NormConfig, model: Any, train: Any) -> None:
+    """Combinations a norm cannot run with, as ConfigError naming the keys and the fix."""
+    spec = NORMS[cfg.kind.value]
+    kind = cfg.kind.value
+    if spec.batch_statistics and train.batch_size == 1 and model.name.value == "mlp":
+        raise ConfigError(
+            f"train.batch_size=1 is invalid with norm.kind={kind} on model=mlp: batch statistics "
+            "of one example are undefined (its variance is 0); use a batch of 2 or more, or a "
+            "per-example norm (norm=layer, norm=group) or norm=none")
+    if kind == "ghost" and train.batch_size % cfg.virtual_batch_size:
+        raise ConfigError(
+            f"norm.virtual_batch_size={cfg.virtual_batch_size} must divide "
+            f"train.batch_size={train.batch_size} for norm.kind=ghost")
+    if kind == "group":
+        widths = [model.width] if model.name.value == "mlp" else [
+            max(1, round(c * model.width)) for c in (16, 32, 64)]
+        if any(width % cfg.groups for width in widths):
+            raise ConfigError(f"norm.groups={cfg.groups} must divide every layer's width "
+                              f"{widths} for norm.kind=group")
+    if train.trainable.value == "norm_only" and (kind == "none" or cfg.affine.value == "none"):
+        raise ConfigError("train.trainable=norm_only needs learnable gamma/beta: choose a "
+                          "norm.kind other than none and norm.affine other than none")
 
 
 def unused_keys(kind: str) -> set[str]:
     """The `norm.*` keys that cannot change a model with this norm kind (for run identity)."""
-    return {f"norm.{key}" for key in ("placement", "affine", "momentum", "eps")} - {
-        f"norm.{key}" for key in NORMS[kind].reads}
+    return {f"norm.{key}" for key in NORM_KEYS if key not in NORMS[kind].reads}
 
 
 class NormFactory:
@@ -84,6 +149,8 @@ class NormFactory:
         self.cfg = cfg
         self.spec = NORMS[cfg.kind.value]
         self.before = cfg.placement == Placement.before
+        self.created: list[nn.Module] = []  # every norm layer built, in order (probes, freezing)
+        self.normalized_weights: list[nn.Module] = []  # weight layers directly followed by a norm
 
     @property
     def weight_bias(self) -> bool:
@@ -91,7 +158,11 @@ class NormFactory:
         return not (self.before and self.spec.cancels_bias)
 
     def norm(self, channels: int, spatial_dims: int) -> Optional[nn.Module]:
-        return self.spec.build(channels, spatial_dims, self.cfg)
+        layer = self.spec.build(channels, spatial_dims, self.cfg)
+        if layer is not None:
+            _keep_affine(layer, self.cfg.affine)
+            self.created.append(layer)
+        return layer
 
     def norm_act(self, channels: int, spatial_dims: int, activation: ActivationFactory
                  ) -> list[nn.Module]:
@@ -103,12 +174,17 @@ class NormFactory:
     def linear_block(self, in_features: int, out_features: int,
                      activation: ActivationFactory) -> nn.Sequential:
         weight = nn.Linear(in_features, out_features, bias=self.weight_bias)
-        return nn.Sequential(weight, *self.norm_act(out_features, 0, activation))
+        return self._weighted(weight, self.norm_act(out_features, 0, activation))
 
     def conv_block(self, in_channels: int, out_channels: int, stride: int,
                    activation: ActivationFactory) -> nn.Sequential:
         weight = self.conv3x3(in_channels, out_channels, stride, bias=self.weight_bias)
-        return nn.Sequential(weight, *self.norm_act(out_channels, 2, activation))
+        return self._weighted(weight, self.norm_act(out_channels, 2, activation))
+
+    def _weighted(self, weight: nn.Module, after: list[nn.Module]) -> nn.Sequential:
+        if after and any(after[0] is layer for layer in self.created):
+            self.normalized_weights.append(weight)
+        return nn.Sequential(weight, *after)
 
     def residual_join(self, in_channels: int, out_channels: int, stride: int,
                       activation: ActivationFactory) -> tuple[nn.Module, nn.Module]:
@@ -117,6 +193,8 @@ class NormFactory:
         weight = self.conv3x3(in_channels, out_channels, stride, bias=self.weight_bias)
         norm = self.norm(out_channels, 2)
         if self.before:
+            if norm is not None:
+                self.normalized_weights.append(weight)
             branch = nn.Sequential(*[m for m in (weight, norm) if m is not None])
             return branch, activation()
         after_add = [m for m in (activation(), norm) if m is not None]
@@ -125,6 +203,12 @@ class NormFactory:
     @staticmethod
     def conv3x3(in_channels: int, out_channels: int, stride: int, bias: bool) -> nn.Conv2d:
         return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
+
+    def train_norms_only(self, model: nn.Module) -> None:
+        """Freeze every parameter except the norms' gamma/beta (train.trainable=norm_only)."""
+        keep = {id(p) for layer in self.created for p in layer.parameters()}
+        for parameter in model.parameters():
+            parameter.requires_grad_(id(parameter) in keep)
 
     def describe(self) -> dict[str, object]:
         """What the factory decided, for the run record."""

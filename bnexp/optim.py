@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -22,16 +22,26 @@ def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     return [group for group in groups if group["params"]]
 
 
-OPTIMIZERS: dict[str, Callable[[list[dict], OptimConfig], torch.optim.Optimizer]] = {
-    "sgd": lambda groups, cfg: torch.optim.SGD(
-        groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov),
-    "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999)),
-    "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999)),
+OPTIMIZERS: dict[str, Callable[[list[dict], OptimConfig, float], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, cfg, lr: torch.optim.SGD(
+        groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov),
+    "adam": lambda groups, cfg, lr: torch.optim.Adam(groups, lr=lr, betas=(cfg.momentum, 0.999)),
+    "adamw": lambda groups, cfg, lr: torch.optim.AdamW(groups, lr=lr,
+                                                       betas=(cfg.momentum, 0.999)),
 }
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.name.value](parameter_groups(model, cfg), cfg)
+def effective_lr(cfg: OptimConfig, batch_size: int) -> float:
+    """optim.lr scaled by optim.scale_rule for this batch size (base: optim.base_batch_size)."""
+    ratio = batch_size / cfg.base_batch_size
+    return cfg.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[cfg.scale_rule.value]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: Optional[float] = None
+                    ) -> torch.optim.Optimizer:
+    """The optimizer over the trainable parameters, at peak LR `lr` (default optim.lr)."""
+    return OPTIMIZERS[cfg.name.value](parameter_groups(model, cfg), cfg,
+                                      cfg.lr if lr is None else lr)
 
 
 def lr_factor(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:

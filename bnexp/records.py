@@ -43,25 +43,26 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-class MetricsLog:
-    """metrics.csv: one row per logged event, flushed as it is written. It starts from
-    `rows` (those a resumed run had checkpointed; none for a new run), replacing whatever an
-    interrupted attempt had appended after them."""
+class TableLog:
+    """A CSV table of the run (metrics.csv, activations.csv, ...): rows are appended and
+    flushed as they come. It starts from `rows` (those a resumed run had checkpointed; none
+    for a new run), replacing whatever an interrupted attempt had appended after them."""
 
-    def __init__(self, path: Path, rows: Optional[list[dict[str, Any]]] = None):
+    def __init__(self, path: Path, columns: list[str],
+                 rows: Optional[list[dict[str, Any]]] = None):
         self.rows: list[dict[str, Any]] = list(rows or [])
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS)
+        writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
         writer.writerows(self.rows)
         write_atomic(path, buffer.getvalue())
         self.stream = open(path, "a", newline="")
-        self.writer = csv.DictWriter(self.stream, fieldnames=METRIC_COLUMNS)
+        self.writer = csv.DictWriter(self.stream, fieldnames=columns)
 
-    def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow(row)
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self.writer.writerows(rows)
         self.stream.flush()
-        self.rows.append(row)
+        self.rows.extend(rows)
 
     def close(self) -> None:
         self.stream.close()

@@ -19,7 +19,7 @@ INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (
 
 def test_groups_hold_the_documented_options():
     assert GROUPS == {"data": ["cifar10", "fashion_mnist", "mnist"], "model": ["mlp", "resnet"],
-                      "norm": ["batch", "none"], "optim": ["adam", "adamw", "sgd"],
+                      "norm": ["batch", "batch_renorm", "ghost", "group", "layer", "none"], "optim": ["adam", "adamw", "sgd"],
                       "train": ["default"]}
 
 
@@ -55,12 +55,12 @@ def test_batch_of_one_is_fine_without_batch_norm():
 
 
 @pytest.mark.parametrize("override, fragments", [
-    ("norm.kind=foo", ["norm.kind", "none, batch"]),
+    ("norm.kind=foo", ["norm.kind", "none, batch, group, layer, batch_renorm, ghost"]),
     ("train.batch_size=abc", ["train.batch_size", "abc"]),
     ("train.batch_size=0", ["train.batch_size=0", ">= 1"]),
     ("optim.lr=-1", ["optim.lr", "> 0"]),
     ("optim.colour=red", ["colour", "bnexp --cfg job"]),
-    ("norm=foo", ["norm/foo", "batch, none"]),
+    ("norm=foo", ["norm/foo", "batch, batch_renorm, ghost, group, layer, none"]),
     ("model.activation=swish", ["model.activation", "relu, sigmoid, tanh, gelu"]),
 ])
 def test_cli_rejects_bad_values_in_one_line_without_a_run_folder(tmp_path, override, fragments):
@@ -90,7 +90,7 @@ def test_help_is_bnexps_own(tmp_path):
     result = run_bnexp("--help", cwd=tmp_path)
     assert result.returncode == 0
     for text in ("bnexp: Batch Normalization ablation runs", "data: cifar10, fashion_mnist, mnist",
-                 "norm: batch, none", "norm.placement (before|after)", "Examples:",
+                 "norm: batch, batch_renorm, ghost, group, layer, none", "norm.placement (before|after)", "Examples:",
                  "bnexp -m norm=batch,none"):
         assert text in result.stdout
     assert "Powered by Hydra" not in result.stdout

@@ -49,10 +49,10 @@ KILL_AT_STEP = textwrap.dedent("""
     from bnexp.cli import main
     kill_at = int(sys.argv.pop(1))
     original = bnexp.engine.Fitter.step
-    def step(self, images, labels):
+    def step(self, images, labels, probing=False):
         if self.step_count == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
-        return original(self, images, labels)
+        return original(self, images, labels, probing)
     bnexp.engine.Fitter.step = step
     main()
 """)
@@ -60,7 +60,8 @@ KILL_AT_STEP = textwrap.dedent("""
 
 def test_killed_run_resumes_from_checkpoint_bit_identically(tmp_path, idx_root):
     args = [*data_args(idx_root), *SMALL, "train.epochs=4", "model.dropout=0.2",
-            "data.augment=true"]
+            "data.augment=true", "probe.activations=true", "probe.every=5",
+            "eval.modes=[running,precise]", "eval.precise_batches=3"]
     reference = run_bnexp(*args, f"results_dir={tmp_path / 'straight'}", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
     # 120 examples / 16 = 7 steps per epoch: step 17 is inside epoch 3, after 2 checkpoints
@@ -82,6 +83,8 @@ def test_killed_run_resumes_from_checkpoint_bit_identically(tmp_path, idx_root):
     for key in ("final_test_accuracy", "final_test_loss", "final_train_loss", "steps"):
         assert summary[key] == expected[key], key
     assert without_clock(metric_rows(folder)) == without_clock(metric_rows(straight))
+    # the probe table too: no duplicated or missing rows after the resume
+    assert (folder / "activations.csv").read_text() == (straight / "activations.csv").read_text()
 
 
 def test_sweep_killed_mid_way_completes_on_rerun_without_repeating(tmp_path, idx_root):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnexp.engine import Fitter, autocast_for, evaluate
+from bnexp.engine import Budget, Fitter, autocast_for, evaluate
 from bnexp.loader import DeviceSplit, Normalizer, TrainBatches
 from bnexp.models import build_model
 from bnexp.optim import build_optimizer, build_schedule, lr_factor, parameter_groups
@@ -34,7 +34,8 @@ def test_fitter_matches_a_plain_pytorch_loop():
     fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, 13),
                     TrainBatches(split, normalize, 16, False, seed=5), autocast_for(torch.device("cpu"), False))
     rows = []
-    result = fitter.run(13, log_every=4, eval_every=1, test=lambda: (0.0, 0.0), write_row=rows.append)
+    result = fitter.run(Budget(13, log_every=4, eval_every=1), lambda: {"test": (0.0, 0.0)},
+                        lambda table, new: rows.extend(new))
 
     # the same run written the obvious way
     decay = [p for p in reference.parameters() if p.ndim > 1]
@@ -76,7 +77,8 @@ def test_non_finite_loss_stops_the_run_as_diverged():
                     TrainBatches(split, Normalizer(split.images), 16, False, 0),
                     autocast_for(torch.device("cpu"), False))
     rows = []
-    result = fitter.run(1000, log_every=5, eval_every=1, test=lambda: (0.0, 0.0), write_row=rows.append)
+    result = fitter.run(Budget(1000, log_every=5, eval_every=1), lambda: {"test": (0.0, 0.0)},
+                        lambda table, new: rows.extend(new))
     assert result.status == "diverged" and result.steps < 1000
     assert not math.isfinite(rows[-1]["loss"]) and result.diverged_at == rows[-1]["step"]
 

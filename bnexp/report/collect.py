@@ -96,7 +96,8 @@ def read_run(folder: Path, root: Path) -> tuple[dict[str, Any], list[str],
     try:
         curves = read_csv_strict(folder / METRICS, METRIC_COLUMNS)
     except FileNotFoundError:
-        problems.append("no metrics.csv")
+        if summary.get("status") != "failed":  # a run can fail before its first row
+            problems.append("no metrics.csv")
     except ValueError as error:
         problems.append(str(error))
     extras = {}

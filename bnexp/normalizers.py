@@ -1,0 +1,115 @@
+"""Normalizers PyTorch does not ship: batch renormalization and ghost batch norm.
+
+Both follow PyTorch's batch-norm conventions, so the factory treats them like BatchNorm:
+per-channel `weight` (gamma) and `bias` (beta) that `norm.affine` may remove, buffers
+`running_mean`, `running_var` (updated with the unbiased batch variance, `momentum` = weight
+of the new batch) and `num_batches_tracked`; input (N, C) or (N, C, H, W).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _channel_dims(x: torch.Tensor) -> tuple[list[int], tuple[int, ...]]:
+    """Reduction dims for per-channel statistics and the shape that broadcasts them."""
+    return [0, *range(2, x.dim())], (1, x.shape[1], *([1] * (x.dim() - 2)))
+
+
+class _RunningStatsNorm(nn.Module):
+    def __init__(self, channels: int, eps: float, momentum: float):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+        self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
+
+    def _affine(self, x_hat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        if self.weight is not None:
+            x_hat = x_hat * self.weight.view(shape)
+        if self.bias is not None:
+            x_hat = x_hat + self.bias.view(shape)
+        return x_hat
+
+    @torch.no_grad()
+    def _update(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        self.running_mean.lerp_(mean, self.momentum)
+        self.running_var.lerp_(unbiased_var, self.momentum)
+        self.num_batches_tracked += 1
+
+    def _eval(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        return (x - self.running_mean.view(shape)) * torch.rsqrt(
+            self.running_var.view(shape) + self.eps)
+
+
+class BatchRenorm(_RunningStatsNorm):
+    """Batch renormalization (Ioffe 2017). In training:
+
+        x_hat = (x - mu_B) / sigma_B * r + d,
+        r = clip(sigma_B / sigma, 1/r_max, r_max),  d = clip((mu_B - mu) / sigma, -d_max, d_max)
+
+    with r and d treated as constants in the gradient, sigma_B = sqrt(biased var_B + eps) and
+    sigma = sqrt(running_var + eps). r_max ramps linearly from 1 and d_max from 0 to their
+    final values over `warmup_steps` training batches (Ioffe relaxes them gradually; at the
+    start the layer is plain batch norm). Eval mode uses the running statistics like BN.
+    """
+
+    def __init__(self, channels: int, eps: float, momentum: float, r_max: float, d_max: float,
+                 warmup_steps: int):
+        super().__init__(channels, eps, momentum)
+        self.r_max, self.d_max, self.warmup_steps = r_max, d_max, warmup_steps
+
+    def limits(self) -> tuple[float, float]:
+        """(r_max, d_max) now, from the batches seen so far (a buffer, so it resumes)."""
+        ramp = 1.0 if self.warmup_steps == 0 else min(
+            1.0, int(self.num_batches_tracked) / self.warmup_steps)
+        return 1.0 + (self.r_max - 1.0) * ramp, self.d_max * ramp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims, shape = _channel_dims(x)
+        if not self.training:
+            return self._affine(self._eval(x, shape), shape)
+        mean = x.mean(dims)
+        var = x.var(dims, unbiased=False)
+        std = torch.sqrt(var + self.eps)
+        with torch.no_grad():
+            r_max, d_max = self.limits()
+            running_std = torch.sqrt(self.running_var + self.eps)
+            r = (std / running_std).clamp(1 / r_max, r_max)
+            d = ((mean - self.running_mean) / running_std).clamp(-d_max, d_max)
+        x_hat = (x - mean.view(shape)) / std.view(shape) * r.view(shape) + d.view(shape)
+        count = x.numel() // x.shape[1]
+        self._update(mean.detach(), var.detach() * count / max(1, count - 1))
+        return self._affine(x_hat, shape)
+
+
+class GhostBatchNorm(_RunningStatsNorm):
+    """Ghost batch norm (Hoffer et al. 2017): in training, each consecutive virtual batch of
+    `virtual_batch_size` examples is normalised with its own mean and biased variance. The
+    running statistics take one update per SGD batch, with the mean over virtual batches of
+    their means and unbiased variances. Eval mode uses the running statistics like BN."""
+
+    def __init__(self, channels: int, eps: float, momentum: float, virtual_batch_size: int):
+        super().__init__(channels, eps, momentum)
+        self.virtual_batch_size = virtual_batch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims, shape = _channel_dims(x)
+        if not self.training:
+            return self._affine(self._eval(x, shape), shape)
+        chunks = x.split(self.virtual_batch_size) if x.shape[0] % self.virtual_batch_size \
+            else [x.unflatten(0, (-1, self.virtual_batch_size))]
+        outputs, means, variances = [], [], []
+        for chunk in chunks:  # one chunk of (k, v, C, ...) when the batch divides evenly
+            stacked = chunk.dim() == x.dim() + 1
+            chunk_dims = [d + 1 for d in dims] if stacked else dims
+            mean = chunk.mean(chunk_dims, keepdim=True)
+            var = chunk.var(chunk_dims, unbiased=False, keepdim=True)
+            outputs.append(((chunk - mean) * torch.rsqrt(var + self.eps)).flatten(0, int(stacked)))
+            count = chunk[0].numel() // x.shape[1] if stacked else chunk.numel() // x.shape[1]
+            means.append(mean.detach().reshape(-1, x.shape[1]))
+            variances.append((var.detach() * count / max(1, count - 1)).reshape(-1, x.shape[1]))
+        self._update(torch.cat(means).mean(0), torch.cat(variances).mean(0))
+        return self._affine(torch.cat(outputs) if len(outputs) > 1 else outputs[0], shape)

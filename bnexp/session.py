@@ -1,0 +1,133 @@
+"""Everything one run builds from its config, before the first step: device, threads, seeds,
+data on the device, model via the norm factory, optimizer, schedule, probes and the fitter."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from bnexp import datasets
+from bnexp.config import ConfigError, DataConfig, Device, Trainable
+from bnexp.engine import Budget, Fitter, autocast_for
+from bnexp.eval_modes import evaluate_modes
+from bnexp.loader import Normalizer, TrainBatches, balanced_subset, to_device
+from bnexp.models import build_model
+from bnexp.norm import NormFactory
+from bnexp.optim import build_optimizer, build_schedule, effective_lr
+from bnexp.probes import ActivationProbe, GradientProbe
+
+TRAIN_EVAL_EXAMPLES = 10_000  # training examples re-scored in eval mode for the final train accuracy
+PRECISE_SEED_OFFSET = 104_729  # PreciseBN's training batches: their own seed, per evaluation
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def resolve_device(choice: Device) -> torch.device:
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(),
+                 "cpu": True}
+    if choice == Device.auto:
+        return torch.device(next(name for name, ok in available.items() if ok))
+    if not available[choice.value]:
+        raise ConfigError(f"train.device={choice.value} is not available on this machine: "
+                          "use train.device=auto or cpu")
+    return torch.device(choice.value)
+
+
+def place_data(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
+    """Decode the dataset, pick the training subset, and move both splits to `device`."""
+    splits = datasets.load(cfg.name.value, cfg.root, cfg.download)
+    available = splits.train_labels.shape[0]
+    subset = None
+    if cfg.train_subset is not None:
+        if cfg.train_subset > available:
+            raise ConfigError(f"data.train_subset={cfg.train_subset} exceeds the {available} "
+                              f"training examples of {cfg.name.value}: lower it or use null")
+        subset = balanced_subset(splits.train_labels, cfg.train_subset, cfg.subset_seed)
+    train = to_device(splits.train_images, splits.train_labels, device, subset)
+    test = to_device(splits.test_images, splits.test_labels, device)
+    rescored = train if len(train) <= TRAIN_EVAL_EXAMPLES else to_device(
+        train.images, train.labels, device,
+        balanced_subset(train.labels, TRAIN_EVAL_EXAMPLES, cfg.subset_seed).to(device))
+    return {"train": train, "test": test, "train_eval": rescored,
+            "normalize": Normalizer(train.images), "folder": str(splits.folder),
+            "checksum": splits.checksum}
+
+
+
+
+@dataclass
+class Session:
+    device: torch.device
+    data: dict[str, Any]
+    model: nn.Module
+    norms: NormFactory
+    batches: TrainBatches
+    fitter: Fitter
+    budget: Budget
+    autocast: Callable
+    lr: float  # the effective peak learning rate after optim.scale_rule
+    test: Callable[[], dict[str, tuple[float, float]]]  # every eval mode, at the current step
+
+
+def build_session(cfg: DictConfig, threads: Optional[int]) -> Session:
+    device = resolve_device(cfg.train.device)
+    if cfg.train.amp and device.type != "cuda":
+        raise ConfigError(f"train.amp=true needs CUDA but this run uses {device}: "
+                          "set train.amp=false")
+    threads = threads if threads is not None else cfg.train.threads
+    if threads is not None:
+        torch.set_num_threads(threads)
+    seed_everything(cfg.seed)
+    data = place_data(cfg.data, device)
+    model, norms = build_model(cfg.model, cfg.norm, tuple(data["train"].images.shape[1:]),
+                               datasets.DATASETS[cfg.data.name.value].num_classes)
+    model.to(device)
+    if cfg.train.trainable == Trainable.norm_only:
+        norms.train_norms_only(model)
+    batches = TrainBatches(data["train"], data["normalize"], cfg.train.batch_size,
+                           cfg.data.augment, cfg.seed)
+    total_steps = cfg.train.steps or cfg.train.epochs * batches.steps_per_epoch
+    lr = effective_lr(cfg.optim, cfg.train.batch_size)
+    optimizer = build_optimizer(model, cfg.optim, lr)
+    autocast = autocast_for(device, cfg.train.amp)
+    probes = _probes(cfg, model, norms)
+    fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, total_steps),
+                    batches, autocast, probes)
+    budget = Budget(total_steps, cfg.train.log_every, cfg.train.eval_every,
+                    cfg.probe.every if probes else 0)
+    test = _tester(cfg, model, data, autocast, fitter)
+    return Session(device, data, model, norms, batches, fitter, budget, autocast, lr, test)
+
+
+def _probes(cfg: DictConfig, model: nn.Module, norms: NormFactory) -> list:
+    probes: list = []
+    if cfg.probe.activations:
+        probes.append(ActivationProbe(model, norms.created, cfg.probe.units,
+                                      cfg.probe.saturation, cfg.seed))
+    if cfg.probe.gradients:
+        probes.append(GradientProbe(model, norms.normalized_weights))
+    return probes
+
+
+def _tester(cfg: DictConfig, model: nn.Module, data: dict[str, Any], autocast: Callable,
+            fitter: Fitter) -> Callable[[], dict[str, tuple[float, float]]]:
+    """Evaluation in every eval mode; PreciseBN draws its training batches from a seed of its
+    own per step, so the training order and a resumed run are unaffected."""
+    def precise_images() -> Iterator[torch.Tensor]:
+        sampler = TrainBatches(data["train"], data["normalize"], cfg.train.batch_size,
+                               cfg.data.augment, cfg.seed + PRECISE_SEED_OFFSET + fitter.step_count)
+        while True:
+            for images, _ in sampler.epoch():
+                yield images
+
+    modes = [mode.value for mode in cfg.eval.modes]
+    return lambda: evaluate_modes(model, modes, data["test"], data["normalize"], autocast,
+                                  cfg.eval.batch_size, cfg.seed, precise_images,
+                                  cfg.eval.precise_batches)
