@@ -18,6 +18,7 @@ import yaml
 from bnexp.records import METRIC_COLUMNS
 from bnexp.report.build import Options, build_report
 from bnexp.report.collect import collect
+from bnexp.report.diagnostics import eval_mode_summary
 from bnexp.report.stats import detect_factors
 from conftest import run_bnexp
 
@@ -219,3 +220,22 @@ def test_sweep_with_report_true_writes_it_even_when_a_run_failed(tmp_path, idx_r
     assert (tmp_path / "results" / "adhoc" / "report" / "report.html").exists()
     runs = pd.read_csv(tmp_path / "results" / "adhoc" / "report" / "runs.csv")
     assert sorted(runs["status"]) == ["completed", "failed"]
+
+
+def test_diagnostic_figures_from_probed_runs(tmp_path, idx_root):
+    result = run_bnexp("-m", "norm=batch,none", "seed=0,1", "data=mnist", f"data.root={idx_root}",
+                       "train.batch_size=16", "train.epochs=2", "model.activation=sigmoid",
+                       "probe.activations=true", "probe.every=3",
+                       "eval.modes=[running,batch,homogeneous,precise]", "eval.precise_batches=4",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = build_report(tmp_path / "results" / "adhoc", tmp_path / "out", keep_figures=True)
+    assert {"eval_modes", "activation_percentiles", "activation_std_by_layer"} <= set(report.figures)
+    long = eval_mode_summary(collect(tmp_path / "results" / "adhoc").runs, report.factors)
+    heights = sorted(p.get_height() for p in report.figures["eval_modes"].axes[0].patches)
+    np.testing.assert_allclose(heights, sorted(long["mode_accuracy_mean"]))
+    assert len(long) == 2 * 4  # two variants x four modes
+    activations = pd.read_csv(tmp_path / "out" / "activations.csv")
+    assert {"norm.kind", "seed", "p15", "p85"} <= set(activations.columns)
+    panels = report.figures["activation_percentiles"].axes
+    assert [axis.get_title().splitlines()[0] for axis in panels] == ["kind=batch", "kind=none"]

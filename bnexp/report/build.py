@@ -5,22 +5,21 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from bnexp.report import page, plots
+from bnexp.report import diagnostics, page, plots
 from bnexp.report.collect import Collection, collect
-from bnexp.report.stats import STATUSES, detect_factors, held_fixed, markdown_table, summarize
+from bnexp.report.stats import (METRICS, STATUSES, detect_factors, held_fixed, markdown_table,
+                                summarize)
 
 HEADLINE_KEYS = [  # what a figure title names when it was held fixed
     "data.name", "data.train_subset", "model.name", "model.depth", "model.width",
     "model.activation", "norm.kind", "norm.placement", "norm.affine", "optim.name", "optim.lr",
     "optim.schedule", "train.batch_size", "train.epochs", "train.steps",
 ]
-FigureMaker = Callable[[Collection, plots.Roles, plots.Palette], dict[str, tuple[plt.Figure, str]]]
-EXTRA_FIGURES: dict[str, FigureMaker] = {}  # extra per-run table name -> its figures
 
 
 @dataclass
@@ -57,7 +56,8 @@ def build_report(results: Path, out: Optional[Path] = None, options: Options = O
             raise ValueError(f"{key} is not a config key of these runs; factors: "
                              f"{', '.join(detect_factors(data.runs, data.config_keys)) or 'none'}")
     factors = detect_factors(data.runs, data.config_keys)
-    summary = summarize(data.runs, factors)
+    mode_metrics = sorted(c for c in data.runs if c.startswith(diagnostics.MODE_PREFIX))
+    summary = summarize(data.runs, factors, METRICS + mode_metrics)
     fixed = held_fixed(data.runs, data.config_keys)
     _write_tables(data, summary, factors, options.metric, out)
     roles = plots.assign_roles(summary, factors, _fixed_title(fixed), options.hue, options.x,
@@ -126,9 +126,19 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
         figures["generalization_gap"] = (
             plots.bars(summary, "generalization_gap", roles, palette),
             "Final train accuracy (eval mode) minus test accuracy, per variant.")
-    for name, maker in EXTRA_FIGURES.items():
-        if name in data.extras:
-            figures.update(maker(data, roles, palette))
+    if any(c.startswith(diagnostics.MODE_PREFIX) for c in data.runs):
+        figures["eval_modes"] = (
+            diagnostics.eval_mode_bars(data, factors, roles, palette),
+            "Test accuracy by the statistics BN normalises with: running averages, batch "
+            "statistics of shuffled test batches, of single-class batches, and PreciseBN.")
+    if "activations" in data.extras:
+        figures["activation_percentiles"] = (
+            diagnostics.percentile_bands(data, factors, roles),
+            "15th/50th/85th percentiles of one unit's activation input over training "
+            "(Ioffe & Szegedy 2015, Fig. 1), one panel per variant.")
+        figures["activation_std_by_layer"] = (
+            diagnostics.std_by_layer(data, factors, roles, palette),
+            "Standard deviation of each activation layer's input at the first and last probe.")
     return figures
 
 

@@ -29,6 +29,7 @@ SUMMARY_FIELDS = [
     "train_seconds", "wall_seconds", "diverged_at", "device", "device_name", "threads",
     "torch_version", "bnexp_version", "git_commit", "started_at", "error",
 ]
+EXTRA_FIELDS = {"effective_lr", "trainable_parameters", "parameters", "norm.weight_bias"}
 SKIPPED_FOLDERS = {".hydra", "history", ".submitit", ".launches", "report"}
 
 
@@ -92,6 +93,8 @@ def read_run(folder: Path, root: Path) -> tuple[dict[str, Any], list[str],
     row.update({key: json.dumps(value) if isinstance(value, list) else value
                 for key, value in config.items()})  # lists as text, so rows can be grouped
     row.update({key: summary.get(key) for key in SUMMARY_FIELDS})
+    row.update({key: value for key, value in summary.items()  # eval modes: final_test_*_<mode>
+                if key.startswith(("final_test_", "best_test_")) or key in EXTRA_FIELDS})
     curves = None
     try:
         curves = read_csv_strict(folder / METRICS, METRIC_COLUMNS)

@@ -33,6 +33,7 @@ AXIS_LABELS = {
     "final_train_accuracy": "final train accuracy (fraction, eval mode)",
     "generalization_gap": "train − test accuracy (fraction)",
     "train_seconds": "training time (s)",
+    "mode_accuracy": "test accuracy by eval mode (fraction)",
     "train.batch_size": "batch size (examples, log2 scale)",
     "optim.lr": "learning rate (log scale)",
     "examples": "examples seen (training images)",
@@ -145,7 +146,9 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette) -> 
     width = 0.8 / max(1, len(names))
     diverged_seen = False
     for axis, (where, table) in zip(axes, panels):
-        groups = sorted(table[roles.x].astype(str).unique()) if roles.x else [""]
+        values = table[roles.x].astype(str).unique() if roles.x else [""]
+        is_factor = bool(roles.x) and "." in roles.x  # a config key, not a derived axis
+        groups = sorted(values) if is_factor else list(values)
         for g_index, group_value in enumerate(groups):
             cells = table[table[roles.x].astype(str) == group_value] if roles.x else table
             for b_index, name in enumerate(names):
@@ -164,8 +167,8 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette) -> 
                     diverged_seen = True
                     axis.plot([position], [0.02], transform=axis.get_xaxis_transform(),
                               color=palette.colour(name), **DIVERGED)
-        axis.set_xticks(range(len(groups)), [f"{roles.x.rsplit('.', 1)[-1]}={g}" if roles.x
-                                             else "" for g in groups])
+        axis.set_xticks(range(len(groups)), [f"{roles.x.rsplit('.', 1)[-1]}={g}" if is_factor
+                                             else g for g in groups])
         axis.set_ylabel(AXIS_LABELS.get(metric, metric))
         axis.set_title(label(where) if where else "", fontsize=9)
         axis.grid(alpha=0.3, axis="y")

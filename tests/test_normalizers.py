@@ -1,0 +1,138 @@
+"""The normalizers beyond BN, each against a reference: PyTorch's own functions for group
+and layer norm, a direct computation written here for batch renorm and ghost batch norm."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnexp.models import build_model
+from bnexp.norm import NormFactory
+from conftest import compose_config
+
+
+def norm_layer(*overrides: str, channels: int = 8, spatial: int = 0) -> nn.Module:
+    return NormFactory(compose_config(*overrides).norm).norm(channels, spatial)
+
+
+def test_group_norm_matches_pytorch_and_a_hand_computation():
+    layer = norm_layer("norm=group", "norm.groups=4", channels=8, spatial=2)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.5)
+        layer.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(3, 8, 5, 5)
+    reference = F.group_norm(x, 4, layer.weight, layer.bias, 1e-5)
+    torch.testing.assert_close(layer(x), reference)
+    grouped = x.view(3, 4, -1)
+    by_hand = ((grouped - grouped.mean(-1, keepdim=True))
+               / torch.sqrt(grouped.var(-1, unbiased=False, keepdim=True) + 1e-5)).view_as(x)
+    by_hand = by_hand * layer.weight.view(1, -1, 1, 1) + layer.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(layer(x), by_hand, atol=1e-5, rtol=1e-5)
+
+
+def test_layer_norm_matches_pytorch_on_vectors_and_feature_maps():
+    vector = norm_layer("norm=layer", channels=6)
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(vector(x), F.layer_norm(x, (6,), vector.weight, vector.bias))
+    maps = norm_layer("norm=layer", channels=6, spatial=2)
+    y = torch.randn(2, 6, 3, 3)
+    flat = y.view(2, -1)
+    by_hand = ((flat - flat.mean(1, keepdim=True))
+               / torch.sqrt(flat.var(1, unbiased=False, keepdim=True) + 1e-5)).view_as(y)
+    torch.testing.assert_close(maps(y), by_hand, atol=1e-5, rtol=1e-5)  # gamma=1, beta=0
+
+
+@pytest.mark.parametrize("kind", ["group", "layer", "batch_renorm", "ghost"])
+@pytest.mark.parametrize("affine, has_weight, has_bias", [
+    ("both", True, True), ("scale", True, False), ("shift", False, True), ("none", False, False)])
+def test_every_norm_obeys_affine(kind, affine, has_weight, has_bias):
+    layer = norm_layer(f"norm={kind}", f"norm.affine={affine}", "norm.virtual_batch_size=4",
+                       channels=8)
+    assert (layer.weight is not None, layer.bias is not None) == (has_weight, has_bias)
+    assert layer.train()(torch.randn(8, 8)).shape == (8, 8)
+
+
+@pytest.mark.parametrize("kind", ["group", "layer", "batch_renorm", "ghost"])
+@pytest.mark.parametrize("placement", ["before", "after"])
+def test_every_norm_obeys_placement(kind, placement):
+    cfg = compose_config(f"norm={kind}", f"norm.placement={placement}", "model.depth=1")
+    model, norms = build_model(cfg.model, cfg.norm, (1, 4, 4), 10)
+    block = list(model[1])
+    assert type(block[1 if placement == "before" else 2]) is type(norms.created[0])
+    assert isinstance(block[2 if placement == "before" else 1], nn.ReLU)
+    # a bias before a norm that subtracts the per-channel batch mean is useless, else kept
+    assert (block[0].bias is None) == (placement == "before" and kind in ("batch_renorm", "ghost"))
+
+
+def _renorm_by_hand(x, running_mean, running_var, r_max, d_max, eps):
+    mean = x.mean(0)
+    var = x.var(0, unbiased=False)
+    std = torch.sqrt(var + eps)
+    running_std = torch.sqrt(running_var + eps)
+    r = (std / running_std).clamp(1 / r_max, r_max)
+    d = ((mean - running_mean) / running_std).clamp(-d_max, d_max)
+    return (x - mean) / std * r + d
+
+
+def test_batch_renorm_by_hand_with_its_warmup():
+    layer = norm_layer("norm=batch_renorm", "norm.r_max=2", "norm.d_max=1",
+                       "norm.renorm_warmup_steps=4", "norm.momentum=0.5", channels=3)
+    layer.train()
+    with torch.no_grad():
+        layer.running_mean.copy_(torch.tensor([5.0, -3.0, 0.0]))
+        layer.running_var.copy_(torch.tensor([0.1, 9.0, 1.0]))
+    x = torch.randn(16, 3) * 2
+    # step 0: r_max=1, d_max=0, plain batch norm
+    plain = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)
+    torch.testing.assert_close(layer(x), plain, atol=1e-5, rtol=1e-5)
+    assert layer.limits() == (1.25, 0.25)  # one of four warmup steps done
+    running_mean, running_var = layer.running_mean.clone(), layer.running_var.clone()
+    expected = _renorm_by_hand(x, running_mean, running_var, 1.25, 0.25, 1e-5)
+    torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+    unbiased = x.var(0, unbiased=True)
+    torch.testing.assert_close(layer.running_var, 0.5 * running_var + 0.5 * unbiased)
+    layer.eval()
+    torch.testing.assert_close(layer(x), (x - layer.running_mean)
+                               / torch.sqrt(layer.running_var + 1e-5))
+
+
+def test_batch_renorm_gradient_treats_r_and_d_as_constants():
+    layer = norm_layer("norm=batch_renorm", "norm.renorm_warmup_steps=0", "norm.affine=none",
+                       channels=2).train()
+    with torch.no_grad():
+        layer.running_var.fill_(0.25)
+    x = torch.randn(8, 2, requires_grad=True)
+    layer(x).pow(2).sum().backward()
+    reference_x = x.detach().clone().requires_grad_(True)
+    mean, std = reference_x.mean(0), torch.sqrt(reference_x.var(0, unbiased=False) + 1e-5)
+    with torch.no_grad():
+        r = (std / torch.sqrt(torch.tensor(0.25) + 1e-5)).clamp(1 / 3, 3)
+        d = (mean / torch.sqrt(torch.tensor(0.25) + 1e-5)).clamp(-5, 5)
+    ((reference_x - mean) / std * r + d).pow(2).sum().backward()
+    torch.testing.assert_close(x.grad, reference_x.grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("batch, spatial", [(12, 0), (10, 0), (8, 2)])
+def test_ghost_batch_norm_by_hand(batch, spatial):
+    layer = norm_layer("norm=ghost", "norm.virtual_batch_size=4", "norm.momentum=0.5",
+                       channels=3, spatial=spatial).train()
+    x = torch.randn(batch, 3, *([2, 2] if spatial else []))
+    dims = [0, 2, 3] if spatial else [0]
+    pieces, means, variances = [], [], []
+    for chunk in x.split(4):  # 10 examples: virtual batches of 4, 4 and 2
+        mean, var = chunk.mean(dims, keepdim=True), chunk.var(dims, unbiased=False, keepdim=True)
+        pieces.append((chunk - mean) / torch.sqrt(var + 1e-5))
+        means.append(mean.flatten())
+        variances.append(chunk.var(dims, unbiased=True).flatten())
+    torch.testing.assert_close(layer(x), torch.cat(pieces), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer.running_mean, 0.5 * torch.stack(means).mean(0))
+    torch.testing.assert_close(layer.running_var, 0.5 + 0.5 * torch.stack(variances).mean(0))
+
+
+def test_ghost_with_one_virtual_batch_is_batch_norm():
+    ghost = norm_layer("norm=ghost", "norm.virtual_batch_size=16", channels=4).train()
+    batch = nn.BatchNorm1d(4).train()
+    x = torch.randn(16, 4)
+    torch.testing.assert_close(ghost(x), batch(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ghost.running_var, batch.running_var)
