@@ -18,8 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnexp.loader import DeviceSplit, Normalizer, TrainBatches
+from bnexp.optim import LRSchedule
 
 EVAL_BATCH = 1000  # examples per forward pass at evaluation; eval mode makes it irrelevant to results
+NO_HOOKS = contextlib.nullcontext()  # reusable: steps that are not probed enter nothing
 TableWriter = Callable[[str, list[dict]], None]  # (table name, rows)
 
 
@@ -113,7 +115,7 @@ class Fitter:
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 schedule: torch.optim.lr_scheduler.LRScheduler, batches: TrainBatches,
+                 schedule: LRSchedule, batches: TrainBatches,
                  autocast: Callable[[], ContextManager], probes: Sequence = ()):
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.batches, self.autocast, self.probes = batches, autocast, list(probes)
@@ -123,20 +125,21 @@ class Fitter:
     def step(self, images: torch.Tensor, labels: torch.Tensor, probing: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step; with `probing`, the probes' hooks watch its forward and update."""
-        with contextlib.ExitStack() as hooks:
-            for probe in self.probes if probing else ():
-                hooks.enter_context(probe.forward(self.step_count))
-            with self.autocast():
-                logits = self.model(images)
-                loss = F.cross_entropy(logits, labels)
+        with self._probing("forward") if probing else NO_HOOKS, self.autocast():
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        with contextlib.ExitStack() as hooks:
-            for probe in self.probes if probing else ():
-                hooks.enter_context(probe.update(self.step_count))
+        with self._probing("update") if probing else NO_HOOKS:
             self.optimizer.step()
         self.schedule.step()
         return loss.detach(), (logits.argmax(1) == labels).sum()
+
+    def _probing(self, phase: str) -> contextlib.ExitStack:
+        hooks = contextlib.ExitStack()
+        for probe in self.probes:
+            hooks.enter_context(getattr(probe, phase)(self.step_count))
+        return hooks
 
     def run(self, budget: Budget, test: Callable[[], dict[str, tuple[float, float]]],
             write_rows: TableWriter, on_log: Callable[[int, float, float], None] = lambda *_: None,

@@ -2,7 +2,7 @@
 
 A batch is an index into it: each epoch is one seeded `randperm`, the last incomplete batch is
 dropped, augmentation (crop + flip) is one gather for the whole batch, and normalisation with
-the training set's per-channel mean/std is one fused multiply-add. No DataLoader, no
+the training set's per-channel mean/std is a multiply and an add in place. No DataLoader, no
 per-sample Python, no host-device copy after the first.
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ class DeviceSplit:
 
 
 class Normalizer:
-    """(x / 255 - mean) / std per channel, as one multiply-add on a uint8 batch."""
+    """(x / 255 - mean) / std per channel: a float copy, then an in-place multiply and add
+    (faster on a CPU than one mixed-dtype or broadcasting addcmul, by 4-20x at batch 512)."""
 
     def __init__(self, train_images: torch.Tensor):
         pixels = train_images.transpose(0, 1).reshape(train_images.shape[1], -1).double() / 255
@@ -39,7 +40,7 @@ class Normalizer:
         self.shift = (-mean / std).float().view(shape).to(train_images.device)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, images.float(), self.scale)
+        return images.float().mul_(self.scale).add_(self.shift)
 
 
 def balanced_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
@@ -73,14 +74,16 @@ class TrainBatches:
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches gathered with index_select, which copies whole rows (on a CPU, tensor
+        indexing `images[index]` is 30x slower for a batch of 512 MNIST images)."""
         device = self.split.images.device
         order = torch.randperm(len(self.split), generator=self.generator, device=device)
         batches = order[: self.steps_per_epoch * self.batch_size].view(-1, self.batch_size)
         for index in batches:
-            images = self.split.images[index]
+            images = torch.index_select(self.split.images, 0, index)
             if self.augment:
                 images = crop_and_flip(images, CROP_PADDING, self.generator)
-            yield self.normalize(images), self.split.labels[index]
+            yield self.normalize(images), torch.index_select(self.split.labels, 0, index)
 
 
 def crop_and_flip(images: torch.Tensor, padding: int, generator: torch.Generator

@@ -62,7 +62,41 @@ def lr_factor(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
+class LRSchedule:
+    """Sets each param group's LR to its peak LR times `lr_factor` before every step.
+
+    Does what LambdaLR does for this use, at a fraction of its per-step cost (LambdaLR's
+    step() costs ~50 us, a third of a small model's whole step on a CPU): it writes the LR
+    only when the factor changes, so a constant schedule costs a counter increment.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[int], float]):
+        self.optimizer, self.factor = optimizer, factor
+        self.peaks = [group["lr"] for group in optimizer.param_groups]
+        self.steps = 0
+        self.current = None
+        self._apply()
+
+    def _apply(self) -> None:
+        factor = self.factor(self.steps)
+        if factor != self.current:
+            for group, peak in zip(self.optimizer.param_groups, self.peaks):
+                group["lr"] = peak * factor
+            self.current = factor
+
+    def step(self) -> None:
+        self.steps += 1
+        self._apply()
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "peaks": self.peaks}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.peaks, self.current = state["steps"], state["peaks"], None
+        self._apply()
+
+
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int
-                   ) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps))
+                   ) -> LRSchedule:
+    return LRSchedule(optimizer, lr_factor(cfg, total_steps))
 

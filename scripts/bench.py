@@ -1,0 +1,262 @@
+"""Training-step benchmark: bnexp's step against the bare step and a torchvision DataLoader.
+
+    .venv/bin/python scripts/bench.py                   # full table (a few minutes on 2 cores)
+    .venv/bin/python scripts/bench.py --quick           # seconds; CI checks it runs
+    .venv/bin/python scripts/bench.py --probes          # adds the probes' overhead rows
+
+For each model (the BN paper's MLP 784-100-100-100-10 with BN before sigmoid; ResNet-20),
+batch size and thread count it measures steps/s of
+  (a) bnexp: the training loop exactly as `bnexp` runs it (build_session from the composed
+      config: device-resident data, norm factory, optimizer, schedule, metrics logging to a
+      CSV every train.log_every steps, probes at their defaults),
+  (b) bare: forward + backward + optimizer step of the same model and optimizer on one
+      pre-made, pre-normalised batch,
+  (c) dataloader: the common recipe, a torchvision dataset with ToTensor + Normalize in a
+      DataLoader (shuffle, drop_last, no workers), same model and optimizer,
+and prints the ratios a/b and a/c. Repeats are interleaved (a, b, c, a, b, c, ...) and
+medians reported, because a shared machine is noisy. The MLP uses real Fashion-MNIST when it
+is installed (else MNIST-shaped random bytes); the ResNet uses CIFAR-shaped random data.
+Nothing here is a test: the suite only checks that --quick writes its table and JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torchvision import transforms
+from torchvision.datasets import FakeData, FashionMNIST
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bnexp.cli import CONFIG_DIR  # noqa: E402  (registers the config schemas)
+from bnexp.engine import Budget  # noqa: E402
+from bnexp.identity import register_resolvers  # noqa: E402
+from bnexp.records import METRIC_COLUMNS, TableLog  # noqa: E402
+from bnexp.session import build_session  # noqa: E402
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+MODELS = {  # name -> overrides giving the benchmarked model and data
+    "mlp": ["model=mlp", "model.depth=3", "model.width=100", "model.activation=sigmoid",
+            "norm=batch", "data=fashion_mnist"],
+    "resnet20": ["model=resnet", "model.depth=20", "norm=batch", "data=cifar10",
+                 "data.augment=true"],
+}
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def fake_cifar_root(folder: Path, images: int) -> Path:
+    """CIFAR-10 python batches of random bytes, so bnexp's own data path runs unchanged."""
+    import pickle
+
+    root = folder / "cifar-10-batches-py"
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        count = images // 5 if name != "test_batch" else 1000
+        with open(root / name, "wb") as stream:
+            pickle.dump({b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+                         b"labels": rng.integers(0, 10, count).tolist()}, stream)
+    return folder
+
+
+def data_overrides(model: str, scratch: Path, quick: bool) -> list[str]:
+    if model == "mlp":
+        return [] if FASHION_MNIST.exists() else [f"data.root={fake_mnist_root(scratch)}",
+                                                  "data=mnist"]
+    return [f"data.root={fake_cifar_root(scratch / 'cifar', 2000 if quick else 10000)}"]
+
+
+def fake_mnist_root(folder: Path) -> Path:
+    import struct
+
+    root = folder / "mnist"
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 60000), ("t10k", 10000)):
+        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        (root / f"{prefix}-images-idx3-ubyte").write_bytes(
+            struct.pack(">HBB3I", 0, 8, 3, count, 28, 28) + images.tobytes())
+        (root / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">HBBI", 0, 8, 1, count) + labels.tobytes())
+    return folder
+
+
+def bnexp_steps_per_second(cfg, steps: int, scratch: Path) -> float:
+    """(a) The real loop: Fitter.run on the session bnexp builds, logging to a CSV."""
+    session = build_session(cfg, threads=None)
+    table = TableLog(scratch / "metrics.csv", METRIC_COLUMNS)
+    budget = Budget(steps, cfg.train.log_every, eval_every=10**9,
+                    probe_every=session.budget.probe_every)
+    session.fitter.run(Budget(min(steps, 5), cfg.train.log_every, 10**9, budget.probe_every),
+                       lambda: {}, lambda name, rows: table.write(rows) if name == "metrics" else None)
+    session.fitter.step_count = 0  # warmed up; now the measured run
+    started = time.perf_counter()
+    session.fitter.run(budget, lambda: {},
+                       lambda name, rows: table.write(rows) if name == "metrics" else None)
+    elapsed = time.perf_counter() - started
+    table.close()
+    return steps / elapsed
+
+
+def bare_steps_per_second(cfg, steps: int) -> float:
+    """(b) forward + backward + optimizer step on one pre-made batch, nothing else."""
+    session = build_session(cfg, threads=None)
+    model, optimizer = session.model, session.fitter.optimizer
+    images, labels = next(session.batches.epoch())
+    for index in range(steps + 5):
+        if index == 5:
+            started = time.perf_counter()
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return steps / (time.perf_counter() - started)
+
+
+def dataloader_steps_per_second(cfg, model_name: str, steps: int, scratch: Path) -> float:
+    """(c) torchvision dataset + ToTensor + Normalize + DataLoader, same model/optimizer."""
+    session = build_session(cfg, threads=None)
+    model, optimizer = session.model, session.fitter.optimizer
+    mean, std = session.data["normalize"].mean, session.data["normalize"].std
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    if model_name == "mlp" and FASHION_MNIST.exists():
+        dataset = FashionMNIST(str(unpacked_fashion_mnist(scratch)), train=True,
+                               transform=transform)
+    else:
+        shape = (1, 28, 28) if model_name == "mlp" else (3, 32, 32)
+        dataset = FakeData(size=60000 if model_name == "mlp" else 10000, image_size=shape,
+                           transform=transform, random_offset=0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True,
+                                         drop_last=True, num_workers=0)
+    done, started = 0, None
+    while done < steps + 5:
+        for images, labels in loader:
+            if done == 5:
+                started = time.perf_counter()
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            done += 1
+            if done == steps + 5:
+                break
+    return steps / (time.perf_counter() - started)
+
+
+def unpacked_fashion_mnist(scratch: Path) -> Path:
+    """torchvision reads the raw IDX files from <root>/FashionMNIST/raw; Debian ships .gz."""
+    raw = scratch / "FashionMNIST" / "raw"
+    if not raw.exists():
+        raw.mkdir(parents=True)
+        for path in FASHION_MNIST.glob("*.gz"):
+            with gzip.open(path) as source, open(raw / path.stem, "wb") as target:
+                shutil.copyfileobj(source, target)
+    return scratch
+
+
+STEPS = {"mlp": {8: 2000, 64: 1000, 512: 300}, "resnet20": {8: 60, 64: 20, 512: 6}}
+
+
+def steps_for(model: str, batch: int, quick: bool) -> int:
+    """Steps per measurement: a second or two each on 2 CPU cores."""
+    return 10 if quick else STEPS[model][batch]
+
+
+def measure(args: argparse.Namespace, scratch: Path) -> list[dict]:
+    results = []
+    models = ["mlp", "resnet20"]
+    batches = [8, 64] if args.quick else [8, 64, 512]
+    threads = [1] if args.quick else [1, 2]
+    variants = [("", [])] + ([("probe.activations every 50", ["probe.activations=true"]),
+                              ("probe.activations every 1", ["probe.activations=true", "probe.every=1"]),
+                              ("probe.gradients every 50", ["probe.gradients=true"]),
+                              ("probe.gradients every 1", ["probe.gradients=true", "probe.every=1"])]
+                             if args.probes else [])
+    for model in models:
+        extra = data_overrides(model, scratch, args.quick)
+        for batch in batches:
+            if model == "resnet20" and batch == 512 and not args.quick and not args.resnet512:
+                continue
+            for count in threads:
+                torch.set_num_threads(count)
+                steps = steps_for(model, batch, args.quick)
+                for label, probe_overrides in variants:
+                    cfg = compose(MODELS[model] + extra + [f"train.batch_size={batch}",
+                                                           f"train.threads={count}",
+                                                           *probe_overrides])
+                    timings = {"bnexp": [], "bare": [], "dataloader": []}
+                    for _ in range(args.repeats):
+                        timings["bnexp"].append(bnexp_steps_per_second(cfg, steps, scratch))
+                        timings["bare"].append(bare_steps_per_second(cfg, steps))
+                        if not probe_overrides:
+                            timings["dataloader"].append(
+                                dataloader_steps_per_second(cfg, model, steps, scratch))
+                    row = {"model": model, "batch": batch, "threads": count,
+                           "variant": label or "defaults", "steps": steps,
+                           **{f"{k}_steps_per_s": statistics.median(v) for k, v in timings.items() if v}}
+                    row["a_over_b"] = row["bnexp_steps_per_s"] / row["bare_steps_per_s"]
+                    if "dataloader_steps_per_s" in row:
+                        row["a_over_c"] = row["bnexp_steps_per_s"] / row["dataloader_steps_per_s"]
+                    row["bnexp_samples_per_s"] = row["bnexp_steps_per_s"] * batch
+                    results.append(row)
+                    print(format_row(row), flush=True)
+    return results
+
+
+HEADER = (f"{'model':<9} {'batch':>5} {'thr':>3} {'variant':<28} {'bnexp/s':>9} {'bare/s':>9} "
+          f"{'loader/s':>9} {'a/b':>6} {'a/c':>6} {'samples/s':>10}")
+
+
+def format_row(row: dict) -> str:
+    loader = row.get("dataloader_steps_per_s")
+    loader_text = f"{loader:.1f}" if loader else "–"
+    a_over_c = f"{row['a_over_c']:.2f}" if "a_over_c" in row else "–"
+    return (f"{row['model']:<9} {row['batch']:>5} {row['threads']:>3} {row['variant']:<28} "
+            f"{row['bnexp_steps_per_s']:>9.1f} {row['bare_steps_per_s']:>9.1f} "
+            f"{loader_text:>9} {row['a_over_b']:>6.2f} {a_over_c:>6} "
+            f"{row['bnexp_samples_per_s']:>10.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny run: checks the script works")
+    parser.add_argument("--probes", action="store_true", help="also measure probe overheads")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (3)")
+    parser.add_argument("--resnet512", action="store_true", help="include ResNet at batch 512")
+    parser.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON results")
+    args = parser.parse_args()
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(HEADER, flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        results = measure(args, Path(scratch))
+    args.out.write_text(json.dumps({"machine": {"torch": torch.__version__,
+                                                "cpus": os.cpu_count(),
+                                                "platform": platform.platform()},
+                                    "results": results}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

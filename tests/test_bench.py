@@ -1,0 +1,24 @@
+"""The benchmark script runs and writes its table and JSON (timings are not asserted)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmark_writes_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick",
+                             "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "a/b" in result.stdout and "a/c" in result.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert {(row["model"], row["batch"]) for row in rows} == {
+        ("mlp", 8), ("mlp", 64), ("resnet20", 8), ("resnet20", 64)}
+    for row in rows:
+        assert row["bnexp_steps_per_s"] > 0 and row["bare_steps_per_s"] > 0
+        assert row["a_over_b"] == row["bnexp_steps_per_s"] / row["bare_steps_per_s"]
+        assert row["a_over_c"] == row["bnexp_steps_per_s"] / row["dataloader_steps_per_s"]
