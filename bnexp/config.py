@@ -207,6 +207,7 @@ class Config:
     results_dir: str = "results"  # relative paths are taken from the launch directory
     rerun: Rerun = Rerun.missing  # what a repeated launch runs again
     report: bool = False  # after a sweep (-m), write <results_dir>/<study>/report/
+    scale: str = "quick"  # study budget chosen by the scale group (quick | full)
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None  # MLPConfig or ResNetConfig, chosen by the model group
     norm: NormConfig = field(default_factory=NormConfig)

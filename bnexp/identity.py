@@ -24,6 +24,7 @@ from bnexp.norm import unused_keys
 
 NOT_SEMANTIC = {
     "study", "results_dir", "rerun", "report",  # where records go, what a relaunch repeats
+    "scale",  # a label: the budget it selects is in the semantic keys themselves
     "train.threads",  # execution only (joblib/SLURM choose it per job)
     "train.checkpoint_every",  # a resumed run equals an uninterrupted one
 }

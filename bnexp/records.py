@@ -8,6 +8,7 @@ summary that says completed.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -68,6 +69,7 @@ class TableLog:
         self.stream.close()
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> Optional[str]:
     """The commit of the bnexp checkout that runs, with '-dirty' when it has local changes."""
     source = Path(bnexp.__file__).resolve().parent.parent
