@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import platform
@@ -118,19 +119,28 @@ def bnexp_steps_per_second(cfg, steps: int, scratch: Path) -> float:
     return steps / elapsed
 
 
-def bare_steps_per_second(cfg, steps: int) -> float:
-    """(b) forward + backward + optimizer step on one pre-made batch, nothing else."""
-    session = build_session(cfg, threads=None)
-    model, optimizer = session.model, session.fitter.optimizer
-    images, labels = next(session.batches.epoch())
-    for index in range(steps + 5):
-        if index == 5:
+def sgd_steps_per_second(model, optimizer, batches, steps: int, warmup: int = 5) -> float:
+    """Plain forward + backward + optimizer steps over `batches`, timed after `warmup`."""
+    done, started = 0, time.perf_counter()
+    for images, labels in batches:
+        if done == warmup:
             started = time.perf_counter()
+        if done == steps + warmup:
+            break
         loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        done += 1
     return steps / (time.perf_counter() - started)
+
+
+def bare_steps_per_second(cfg, steps: int) -> float:
+    """(b) forward + backward + optimizer step on one pre-made batch, nothing else."""
+    session = build_session(cfg, threads=None)
+    batch = next(session.batches.epoch())
+    return sgd_steps_per_second(session.model, session.fitter.optimizer,
+                                itertools.repeat(batch), steps)
 
 
 def dataloader_steps_per_second(cfg, model_name: str, steps: int, scratch: Path) -> float:
@@ -148,19 +158,8 @@ def dataloader_steps_per_second(cfg, model_name: str, steps: int, scratch: Path)
                            transform=transform, random_offset=0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True,
                                          drop_last=True, num_workers=0)
-    done, started = 0, None
-    while done < steps + 5:
-        for images, labels in loader:
-            if done == 5:
-                started = time.perf_counter()
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            done += 1
-            if done == steps + 5:
-                break
-    return steps / (time.perf_counter() - started)
+    endless = (batch for _ in itertools.count() for batch in loader)
+    return sgd_steps_per_second(model, optimizer, endless, steps)
 
 
 def unpacked_fashion_mnist(scratch: Path) -> Path:

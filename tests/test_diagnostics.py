@@ -181,13 +181,17 @@ def test_homogeneous_batches_break_a_trained_bn_model_on_real_data(tmp_path, fas
         assert plain[f"final_test_accuracy_{mode}"] == plain["final_test_accuracy"]
 
 
-def test_norm_only_trains_gamma_and_beta_alone(tmp_path, idx_root):
-    done = run_bnexp("data=mnist", f"data.root={idx_root}", "train.trainable=norm_only",
-                     "train.batch_size=16", "train.epochs=2", "train.checkpoint_every=1",
+def run_one(tmp_path, idx_root, *overrides: str) -> tuple:
+    """One run on the small MNIST-format fixture: its folder and summary."""
+    done = run_bnexp("data=mnist", f"data.root={idx_root}", "train.batch_size=16", *overrides,
                      cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     [folder] = run_folders(tmp_path / "results")
-    summary = json.loads((folder / "summary.json").read_text())
+    return folder, json.loads((folder / "summary.json").read_text())
+
+
+def test_norm_only_trains_gamma_and_beta_alone(tmp_path, idx_root):
+    folder, summary = run_one(tmp_path, idx_root, "train.trainable=norm_only", "train.epochs=2")
     assert summary["trainable_parameters"] == 3 * 2 * 100  # gamma and beta of three BN layers
     trained = torch.load(folder / "checkpoint.pt", weights_only=True)["fit"]["model"]
     cfg = compose_config("train.trainable=norm_only")
@@ -208,12 +212,8 @@ def test_lr_scale_rules(rule, expected):
 
 
 def test_effective_lr_is_recorded(tmp_path, idx_root):
-    done = run_bnexp("data=mnist", f"data.root={idx_root}", "optim.scale_rule=linear",
-                     "optim.base_batch_size=64", "train.batch_size=16", "train.epochs=1",
-                     cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    [folder] = run_folders(tmp_path / "results")
-    summary = json.loads((folder / "summary.json").read_text())
+    folder, summary = run_one(tmp_path, idx_root, "optim.scale_rule=linear",
+                              "optim.base_batch_size=64", "train.epochs=1")
     assert summary["effective_lr"] == pytest.approx(0.025)
     rows = pd.read_csv(folder / "metrics.csv")
     assert rows["lr"].max() == pytest.approx(0.025)

@@ -65,7 +65,7 @@ def build_report(results: Path, out: Optional[Path] = None, options: Options = O
     palette = plots.Palette(summary.apply(plots._hue_label, axis=1, hue=roles.hue).tolist())
     figures = _make_figures(data, summary, factors, roles, palette, options)
     for name, (figure, _) in figures.items():
-        figure.savefig(out / f"{name}.png", dpi=110)
+        figure.savefig(out / f"{name}.png", dpi=90)
         figure.savefig(out / f"{name}.svg")
     blocks = _blocks(results, out, data, summary, factors, fixed, options.metric,
                      {name: caption for name, (_, caption) in figures.items()})

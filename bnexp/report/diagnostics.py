@@ -72,7 +72,6 @@ def percentile_bands(data: Collection, factors: list[str], roles: plots.Roles) -
         shared = shared or axis
     if shared is not None:
         shared.legend(fontsize=7)
-    figure.tight_layout()
     return figure
 
 
@@ -84,7 +83,7 @@ def std_by_layer(data: Collection, factors: list[str], roles: plots.Roles,
     whole = activations[(activations["kind"] == "activation")
                         & (activations["unit"].astype(str) == "all")]
     keyed = whole.merge(data.runs[["run", *roles.hue]], on="run")
-    figure, axis = plt.subplots(figsize=(7.0, 4.4))
+    figure, axis = plt.subplots(figsize=(7.0 + plots.LEGEND_INCHES, 4.6), layout="constrained")
     plots._title(figure, f"Activation input std by depth, start vs end of training · "
                          f"{roles.fixed_title}")
     for name, group in keyed.groupby(keyed.apply(plots._hue_label, axis=1, hue=roles.hue)):
@@ -98,6 +97,5 @@ def std_by_layer(data: Collection, factors: list[str], roles: plots.Roles,
     axis.set_xlabel("activation layer (input side = 0)")
     axis.set_ylabel("std of the activation input (log scale)")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-    figure.tight_layout()
+    figure.legend(fontsize=7, loc="outside right upper")
     return figure

@@ -81,17 +81,22 @@ def _panels(table: pd.DataFrame, keys: list[str]) -> list[tuple[dict, pd.DataFra
 def _grid(count: int, title: str, height: float = 3.6) -> tuple[Figure, list]:
     columns = min(count, 3)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(max(7.0, 5.2 * columns),
-                                                        height * rows + 1.2), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(max(7.0, 5.2 * columns) + LEGEND_INCHES,
+                                                        height * rows + 1.2), squeeze=False,
+                                layout="constrained")
     for axis in axes.flat[count:]:
         axis.set_visible(False)
     _title(figure, title)
     return figure, list(axes.flat[:count])
 
 
+LEGEND_INCHES = 2.4  # room on the right of every figure for its legend
+
+
 def _title(figure: Figure, text: str) -> None:
-    """A suptitle wrapped to the figure's width (about 11 characters per inch at 10 pt)."""
-    figure.suptitle(textwrap.fill(text, width=int(figure.get_figwidth() * 11)), fontsize=10)
+    """A suptitle wrapped to the panels' width (about 11 characters per inch at 10 pt)."""
+    width = figure.get_figwidth() - LEGEND_INCHES
+    figure.suptitle(textwrap.fill(text, width=int(width * 11)), fontsize=10)
 
 
 def _hue_label(row: pd.Series, hue: list[str]) -> str:
@@ -132,8 +137,8 @@ def vs_factor(summary: pd.DataFrame, x: str, metric: str, roles: Roles,
         axis.set_ylabel(AXIS_LABELS.get(metric, metric))
         axis.set_title(label(where) if where else "", fontsize=9)
         axis.grid(alpha=0.3)
-    _legend(axes[0], diverged_seen)
-    figure.tight_layout()
+    _legend(figure, axes[0], diverged_seen)
+    _clip_fraction_axes(axes, metric)
     return figure
 
 
@@ -172,8 +177,8 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette) -> 
         axis.set_ylabel(AXIS_LABELS.get(metric, metric))
         axis.set_title(label(where) if where else "", fontsize=9)
         axis.grid(alpha=0.3, axis="y")
-    _legend(axes[0], diverged_seen)
-    figure.tight_layout()
+    _legend(figure, axes[0], diverged_seen)
+    _clip_fraction_axes(axes, metric)
     return figure
 
 
@@ -201,7 +206,6 @@ def heatmap(summary: pd.DataFrame, metric: str, roles: Roles) -> Figure:
         axis.set_ylabel("batch size (examples)")
         axis.set_title(label(where) if where else "", fontsize=9)
         figure.colorbar(image, ax=axis, shrink=0.8)
-    figure.tight_layout()
     return figure
 
 
@@ -211,8 +215,8 @@ def learning_curves(curves: pd.DataFrame, runs: pd.DataFrame, roles: Roles, pale
     over completed seeds with a 95% CI band; diverged runs end in an x."""
     keyed = curves.merge(runs[["run", "status", *roles.hue, *roles.panels]], on="run")
     panels = _panels(keyed, roles.panels)
-    figure, axes = plt.subplots(2, len(panels), figsize=(max(7.0, 5.2 * len(panels)), 7.4),
-                                squeeze=False)
+    figure, axes = plt.subplots(2, len(panels), figsize=(max(7.0, 5.2 * len(panels)) + LEGEND_INCHES, 7.4),
+                                squeeze=False, layout="constrained")
     _title(figure, f"Learning curves · {roles.fixed_title}")
     diverged_seen = False
     for column, (where, table) in enumerate(panels):
@@ -231,8 +235,9 @@ def learning_curves(curves: pd.DataFrame, runs: pd.DataFrame, roles: Roles, pale
                 axis.set_yscale("log")
             axis.set_title(label(where) if where else "", fontsize=9)
             axis.grid(alpha=0.3)
-    _legend(axes[0][0], diverged_seen)
-    figure.tight_layout()
+    _legend(figure, axes[0][0], diverged_seen)
+    for axis in axes[0]:
+        axis.set_ylim(max(0.0, axis.get_ylim()[0]), min(1.0, axis.get_ylim()[1]))
     return figure
 
 
@@ -258,22 +263,39 @@ def _draw_variant_curve(axis, group: pd.DataFrame, name: str, metric: str, x: st
     return not diverged.empty
 
 
-def _legend(axis, diverged_seen: bool) -> None:
+def _legend(figure: Figure, axis, diverged_seen: bool) -> None:
+    """One legend for the figure, outside the panels on the right, so it hides no data."""
     handles, labels = axis.get_legend_handles_labels()
     if diverged_seen:
         handles.append(Line2D([], [], color="black", **DIVERGED))
         labels.append("diverged run (non-finite loss)")
     if handles:
-        axis.legend(handles, labels, fontsize=7)
+        figure.legend(handles, labels, fontsize=7, loc="outside right upper")
+
+
+def _clip_fraction_axes(axes: list, metric: str) -> None:
+    """Accuracies live in [0, 1]; a wide interval from two seeds must not stretch the axis
+    beyond it (the interval is still in summary.csv)."""
+    if "accuracy" in metric:
+        for axis in axes:
+            low, high = axis.get_ylim()
+            axis.set_ylim(max(low, 0.0), min(high, 1.0))
+
+
+MAX_HUES = 6  # more lines than this in one panel are hard to tell apart
 
 
 def assign_roles(summary: pd.DataFrame, factors: list[str], fixed_title: str,
                  hue: Optional[list[str]] = None, x: Optional[str] = None,
                  panels: Optional[list[str]] = None) -> Roles:
-    """Defaults: categorical factors are the hue; numeric ones become panels; a user's choice
-    wins."""
-    if hue is None:
-        hue = [f for f in factors if not is_numeric(summary[f]) and f != x]
+    """Defaults: categorical factors are the hue, norm.* keys first, while they make at most
+    MAX_HUES variants (further ones become panels); numeric ones become panels; a user's
+    choice wins."""
+    if hue is None:  # norm keys first: what a bnexp figure compares above all
+        hue = sorted((f for f in factors if not is_numeric(summary[f]) and f != x),
+                     key=lambda f: (not f.startswith("norm."), f))
+        while len(hue) > 1 and len(summary.groupby(hue, dropna=False)) > MAX_HUES:
+            hue = hue[:-1]
     if panels is None:
         panels = [f for f in factors if f not in hue and f != x]
     return Roles(hue=hue, panels=panels, x=x, fixed_title=fixed_title)
