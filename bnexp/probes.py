@@ -11,7 +11,8 @@ norm layer, per layer the mean, standard deviation (over all values: examples, u
 positions), the 15/50/85th percentiles (over at most 65,536 evenly strided values), and the
 fraction of saturated inputs (ReLU: x <= 0; sigmoid/tanh: |x| > `saturation`; GELU:
 x < -`saturation`; norm inputs: not applicable). The same statistics, per unit over the
-examples (and positions), for a fixed seeded sample of `units` units (channels) per layer.
+examples (and positions), for a fixed seeded sample of `units` units (channels) per layer;
+percentiles come from at most 65,536 evenly strided values per layer or unit.
 
 Gradient probe: per weight matrix/kernel, the gradient norm, the weight norm, the update norm
 ||w_after - w_before||, and for weights directly followed by a norm layer (which makes the
@@ -36,18 +37,30 @@ GRADIENT_COLUMNS = ["step", "layer", "name", "followed_by_norm", "grad_norm", "w
                     "update_norm", "effective_step"]
 
 
-def _saturation_rule(module: nn.Module, threshold: float):
+SATURATION = {  # rule -> (input, threshold) -> saturated mask
+    "nonpositive": lambda x, threshold: x <= 0,  # ReLU: zero output and zero gradient
+    "beyond": lambda x, threshold: x.abs() > threshold,  # sigmoid, tanh: flat tails
+    "below": lambda x, threshold: x < -threshold,  # GELU: its flat negative tail
+}
+
+
+def _saturation_rule(module: nn.Module):
+    """The SATURATION rule of an activation layer; None for norm inputs."""
     if isinstance(module, nn.ReLU):
-        return lambda x: x <= 0
+        return "nonpositive"
     if isinstance(module, (nn.Sigmoid, nn.Tanh)):
-        return lambda x: x.abs() > threshold
+        return "beyond"
     if isinstance(module, nn.GELU):
-        return lambda x: x < -threshold
-    return None  # norm inputs
+        return "below"
+    return None
 
 
 class ActivationProbe:
-    """Input statistics of every activation and norm layer (see the module docstring)."""
+    """Input statistics of every activation and norm layer (see the module docstring).
+
+    The hooks only keep a reference to each layer's input; when the forward pass is done, the
+    layers whose inputs have one shape are reduced together as one stacked tensor, so a probed
+    step costs a few dozen operations whatever the depth (one set per distinct shape)."""
 
     table = "activations"
     columns = ACTIVATION_COLUMNS
@@ -59,50 +72,66 @@ class ActivationProbe:
         self.targets = [(name, module, "norm" if id(module) in norm_ids else "activation")
                         for name, module in model.named_modules()
                         if id(module) in norm_ids or isinstance(module, activation_types)]
+        self.rules = [_saturation_rule(module) for _, module, _ in self.targets]
         self.units, self.saturation, self.seed = units, saturation, seed
         self.sampled: dict[int, torch.Tensor] = {}  # layer -> unit indices, fixed on first use
         self.pending: list[tuple[int, int, torch.Tensor]] = []  # (step, layer, stats)
 
     @contextlib.contextmanager
     def forward(self, step: int) -> Iterator[None]:
-        handles = [module.register_forward_pre_hook(self._hook(step, index, module))
+        captured: dict[int, torch.Tensor] = {}
+        handles = [module.register_forward_pre_hook(self._hook(captured, index))
                    for index, (_, module, _) in enumerate(self.targets)]
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
+        with torch.no_grad():
+            self._reduce(step, captured)
 
     @contextlib.contextmanager
     def update(self, step: int) -> Iterator[None]:
         yield
 
-    def _hook(self, step: int, index: int, module: nn.Module):
-        saturated = _saturation_rule(module, self.saturation)
-
+    @staticmethod
+    def _hook(captured: dict[int, torch.Tensor], index: int):
         def record(_module: nn.Module, inputs: tuple) -> None:
-            with torch.no_grad():
-                self.pending.append((step, index, self._stats(index, inputs[0], saturated)))
+            captured[index] = inputs[0].detach()
         return record
 
-    def _stats(self, index: int, x: torch.Tensor, saturated) -> torch.Tensor:
-        """Rows [layer, unit_1..unit_k] x [mean, std, p15, p50, p85, saturated]."""
-        values = x.detach().float().transpose(0, 1).reshape(x.shape[1], -1)  # units x samples
+    def _units(self, index: int, channels: int) -> torch.Tensor:
         if index not in self.sampled:
             generator = torch.Generator().manual_seed(self.seed * 1009 + index)
-            count = min(self.units, values.shape[0])
-            self.sampled[index] = torch.randperm(values.shape[0], generator=generator)[:count]
-        units = values[self.sampled[index].to(values.device)]
-        everything = values.reshape(1, -1)
-        stride = max(1, math.ceil(everything.shape[1] / MAX_QUANTILE_VALUES))
-        rows = []
-        for block, sample in ((everything, everything[:, ::stride]), (units, units)):
-            q = torch.quantile(sample, torch.tensor(PERCENTILES, device=x.device), dim=1).T
-            fraction = (saturated(block).float().mean(1, keepdim=True) if saturated
-                        else torch.full_like(block[:, :1], float("nan")))
-            rows.append(torch.cat([block.mean(1, keepdim=True), block.std(1, keepdim=True),
-                                   q, fraction], dim=1))
-        return torch.cat(rows)
+            count = min(self.units, channels)
+            self.sampled[index] = torch.randperm(channels, generator=generator)[:count]
+        return self.sampled[index]
+
+    def _reduce(self, step: int, captured: dict[int, torch.Tensor]) -> None:
+        """Per layer, rows [layer, unit_1..unit_k] x [mean, std, p15, p50, p85, saturated]."""
+        by_shape: dict[tuple, list[int]] = {}
+        for index, x in captured.items():
+            by_shape.setdefault(tuple(x.shape), []).append(index)
+        for shape, indices in by_shape.items():
+            stacked = torch.stack([captured[i] for i in indices]).float()  # L x N x C x ...
+            values = stacked.transpose(1, 2).reshape(len(indices), shape[1], -1)  # L x C x M
+            chosen = torch.stack([self._units(i, shape[1]) for i in indices]).to(values.device)
+            units = torch.gather(values, 1, chosen[:, :, None].expand(-1, -1, values.shape[2]))
+            everything = values.reshape(len(indices), 1, -1)
+            stats = torch.cat([self._block(everything, indices), self._block(units, indices)], 1)
+            self.pending += [(step, index, rows) for index, rows in zip(indices, stats)]
+
+    def _block(self, block: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        """L x R x samples -> L x R x [mean, std, p15, p50, p85, saturated fraction]."""
+        stride = max(1, math.ceil(block.shape[2] / MAX_QUANTILE_VALUES))
+        q = torch.quantile(block[:, :, ::stride],
+                           torch.tensor(PERCENTILES, device=block.device), dim=2)
+        saturated = torch.full_like(block[:, :, 0], float("nan"))
+        for rule in {self.rules[i] for i in indices} - {None}:
+            mine = torch.tensor([self.rules[i] == rule for i in indices], device=block.device)
+            fraction = SATURATION[rule](block, self.saturation).float().mean(2)
+            saturated = torch.where(mine[:, None], fraction, saturated)
+        return torch.stack([block.mean(2), block.std(2), q[0], q[1], q[2], saturated], dim=2)
 
     def rows(self) -> list[dict]:
         if not self.pending:

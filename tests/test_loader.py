@@ -46,15 +46,15 @@ def _batches(count=103, batch=10, seed=0, augment=False):
 def test_epoch_is_a_permutation_without_the_incomplete_batch():
     batches = _batches()
     assert batches.steps_per_epoch == 10
-    first = [labels for _, labels in batches.epoch()]
+    first = [labels.clone() for _, labels in batches.epoch()]  # batches reuse their buffers
     assert all(len(labels) == 10 for labels in first) and len(first) == 10
     seen = torch.cat(first)
     assert len(set(seen.tolist())) == 100  # 3 examples left over, none repeated
     for images, labels in _batches().epoch():  # images travel with their labels
         assert torch.equal(images[:, 0, 0, 0], labels.float())
-    second = torch.cat([labels for _, labels in batches.epoch()])
+    second = torch.cat([labels.clone() for _, labels in batches.epoch()])
     assert not torch.equal(seen, second)  # a new permutation each epoch
-    again = torch.cat([labels for _, labels in _batches().epoch()])
+    again = torch.cat([labels.clone() for _, labels in _batches().epoch()])
     assert torch.equal(seen, again)  # ... and the same one for the same seed
 
 

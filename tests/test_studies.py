@@ -6,7 +6,6 @@ import copy
 import itertools
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml

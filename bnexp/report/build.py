@@ -10,7 +10,7 @@ from typing import Optional
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from bnexp.report import diagnostics, page, plots
+from bnexp.report import diagnostics, layout, page, plots
 from bnexp.report.collect import Collection, collect
 from bnexp.report.stats import (METRICS, STATUSES, detect_factors, held_fixed, markdown_table,
                                 summarize)
@@ -60,9 +60,9 @@ def build_report(results: Path, out: Optional[Path] = None, options: Options = O
     summary = summarize(data.runs, factors, METRICS + mode_metrics)
     fixed = held_fixed(data.runs, data.config_keys)
     _write_tables(data, summary, factors, options.metric, out)
-    roles = plots.assign_roles(summary, factors, _fixed_title(fixed), options.hue, options.x,
+    roles = layout.assign_roles(summary, factors, _fixed_title(fixed), options.hue, options.x,
                                [k for k in (options.col, options.row) if k] or None)
-    palette = plots.Palette(summary.apply(plots._hue_label, axis=1, hue=roles.hue).tolist())
+    palette = layout.Palette(summary.apply(layout.hue_label, axis=1, hue=roles.hue).tolist())
     figures = _make_figures(data, summary, factors, roles, palette, options)
     for name, (figure, _) in figures.items():
         figure.savefig(out / f"{name}.png", dpi=90)
@@ -101,7 +101,7 @@ def _write_tables(data: Collection, summary: pd.DataFrame, factors: list[str], m
 
 
 def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
-                  roles: plots.Roles, palette: plots.Palette, options: Options
+                  roles: layout.Roles, palette: layout.Palette, options: Options
                   ) -> dict[str, tuple[plt.Figure, str]]:
     figures: dict[str, tuple[plt.Figure, str]] = {}
     metric = options.metric
@@ -110,7 +110,7 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
             plots.learning_curves(data.curves, data.runs, roles, palette, options.curves_x,
                                   options.seeds),
             "Test accuracy and train loss over training: mean over seeds, 95% t-interval band.")
-    numeric = [f for f in factors if plots.is_numeric(summary[f]) and f not in roles.hue]
+    numeric = [f for f in factors if layout.is_numeric(summary[f]) and f not in roles.hue]
     for key in numeric:
         figures[f"vs_{key.split('.')[-1]}"] = (
             plots.vs_factor(summary, key, metric, roles, palette),

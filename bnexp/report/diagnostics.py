@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from bnexp.report import plots
+from bnexp.report import layout, plots
 from bnexp.report.collect import Collection
 from bnexp.report.stats import label, summarize
 
@@ -26,10 +26,10 @@ def eval_mode_summary(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def eval_mode_bars(data: Collection, factors: list[str], roles: plots.Roles,
-                   palette: plots.Palette) -> plt.Figure:
+def eval_mode_bars(data: Collection, factors: list[str], roles: layout.Roles,
+                   palette: layout.Palette) -> plt.Figure:
     long = eval_mode_summary(data.runs, factors)
-    mode_roles = plots.Roles(roles.hue, roles.panels, "eval mode", roles.fixed_title)
+    mode_roles = layout.Roles(roles.hue, roles.panels, "eval mode", roles.fixed_title)
     figure = plots.bars(long, "mode_accuracy", mode_roles, palette)
     for axis in figure.axes:
         axis.set_ylabel("test accuracy (fraction) by statistics used")
@@ -47,12 +47,12 @@ def _variant_runs(data: Collection, factors: list[str]) -> list[tuple[str, pd.Da
     return named[:MAX_PANELS]
 
 
-def percentile_bands(data: Collection, factors: list[str], roles: plots.Roles) -> plt.Figure:
+def percentile_bands(data: Collection, factors: list[str], roles: layout.Roles) -> plt.Figure:
     """One unit of the last hidden activation layer: its input's 15/50/85th percentiles over
     training, one panel per variant (the lowest seed of each), side by side."""
     activations = data.extras["activations"]
     variants = _variant_runs(data, factors)
-    figure, axes = plots._grid(len(variants), "Input distribution of one unit of the last "
+    figure, axes = layout.grid(len(variants), "Input distribution of one unit of the last "
                                f"hidden activation over training · {roles.fixed_title}")
     shared = None
     for axis, (name, runs) in zip(axes, variants):
@@ -75,27 +75,32 @@ def percentile_bands(data: Collection, factors: list[str], roles: plots.Roles) -
     return figure
 
 
-def std_by_layer(data: Collection, factors: list[str], roles: plots.Roles,
-                 palette: plots.Palette) -> plt.Figure:
-    """Per-layer standard deviation of every activation's input, at the first and the last
-    probed step (mean over seeds): vanishing or exploding activations with depth."""
+def std_by_layer(data: Collection, factors: list[str], roles: layout.Roles,
+                 palette: layout.Palette) -> plt.Figure:
+    """Per-layer standard deviation of every activation's input, at the first (dotted) and
+    the last (solid) probed step, mean over seeds; one panel per value of the panel factors
+    (e.g. the init scale): vanishing or exploding activations with depth."""
     activations = data.extras["activations"]
     whole = activations[(activations["kind"] == "activation")
                         & (activations["unit"].astype(str) == "all")]
-    keyed = whole.merge(data.runs[["run", *roles.hue]], on="run")
-    figure, axis = plt.subplots(figsize=(7.0 + plots.LEGEND_INCHES, 4.6), layout="constrained")
-    plots._title(figure, f"Activation input std by depth, start vs end of training · "
-                         f"{roles.fixed_title}")
-    for name, group in keyed.groupby(keyed.apply(plots._hue_label, axis=1, hue=roles.hue)):
-        for when, style in (("min", ":"), ("max", "-")):
-            steps = group.groupby("run")["step"].transform(when)
-            at = group[group["step"] == steps].groupby("layer")["std"].mean()
-            axis.plot(range(len(at)), at.values, style, marker="o", color=palette.colour(name),
-                      label=f"{name}, {'start' if when == 'min' else 'end'}")
-    axis.set_yscale("log")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_xlabel("activation layer (input side = 0)")
-    axis.set_ylabel("std of the activation input (log scale)")
-    axis.grid(alpha=0.3)
-    figure.legend(fontsize=7, loc="outside right upper")
+    keyed = whole.merge(data.runs[["run", *roles.hue, *roles.panels]], on="run")
+    panels = layout.panels_of(keyed, roles.panels)[:MAX_PANELS]
+    figure, axes = layout.grid(len(panels), "Activation input std by depth, first (dotted) "
+                               f"and last (solid) probe · {roles.fixed_title}")
+    for axis, (where, table) in zip(axes, panels):
+        hues = table.apply(layout.hue_label, axis=1, hue=roles.hue)
+        for name, group in table.groupby(hues, sort=True):
+            for when, style in (("min", ":"), ("max", "-")):
+                steps = group.groupby("run")["step"].transform(when)
+                at = group[group["step"] == steps].groupby("layer")["std"].mean()
+                axis.plot(range(len(at)), at.values, style, marker="o",
+                          color=palette.colour(name),
+                          label=name if when == "max" else None)
+        axis.set_yscale("log")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_xlabel("activation layer (input side = 0)")
+        axis.set_ylabel("std of the activation input")
+        axis.set_title(label(where) if where else "", fontsize=9)
+        axis.grid(alpha=0.3)
+    layout.legend(figure, axes[0], False)
     return figure

@@ -10,21 +10,16 @@ factor becomes a panel. Lines and bars are the per-variant means over completed 
 from __future__ import annotations
 
 import math
-import textwrap
-from dataclasses import dataclass
-from typing import Optional
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
-
-from bnexp.report.stats import label, t_interval  # noqa: E402
+from bnexp.report.layout import (DIVERGED, LEGEND_INCHES, Palette, Roles, clip_fraction_axes,
+                                 grid, hue_label, legend, panels_of, title)
+from bnexp.report.stats import label, t_interval
 
 AXIS_LABELS = {
     "final_test_accuracy": "final test accuracy (fraction)",
@@ -40,67 +35,6 @@ AXIS_LABELS = {
     "step": "SGD steps",
 }
 LOG2_KEYS = {"train.batch_size", "optim.base_batch_size", "norm.virtual_batch_size"}
-LINESTYLES = ["-", "--", "-.", ":"]
-DIVERGED = dict(marker="x", markersize=9, markeredgewidth=2, linestyle="none")
-
-
-@dataclass
-class Roles:
-    hue: list[str]
-    panels: list[str]
-    x: Optional[str]
-    fixed_title: str  # "fixed: data=..., model=..."
-
-
-class Palette:
-    """A colour and line style per hue variant, fixed for the whole report."""
-
-    def __init__(self, labels: list[str]):
-        colours = plt.get_cmap("tab10").colors
-        self.styles = {name: (colours[i % 10], LINESTYLES[(i // 10) % 4])
-                       for i, name in enumerate(sorted(set(labels)))}
-
-    def colour(self, name: str):
-        return self.styles[name][0]
-
-    def linestyle(self, name: str) -> str:
-        return self.styles[name][1]
-
-
-def is_numeric(series: pd.Series) -> bool:
-    return pd.to_numeric(series, errors="coerce").notna().all() and series.dtype != bool
-
-
-def _panels(table: pd.DataFrame, keys: list[str]) -> list[tuple[dict, pd.DataFrame]]:
-    if not keys:
-        return [({}, table)]
-    groups = table.groupby(keys, dropna=False, sort=True)
-    return [(dict(zip(keys, k if isinstance(k, tuple) else (k,))), g) for k, g in groups]
-
-
-def _grid(count: int, title: str, height: float = 3.6) -> tuple[Figure, list]:
-    columns = min(count, 3)
-    rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(max(7.0, 5.2 * columns) + LEGEND_INCHES,
-                                                        height * rows + 1.2), squeeze=False,
-                                layout="constrained")
-    for axis in axes.flat[count:]:
-        axis.set_visible(False)
-    _title(figure, title)
-    return figure, list(axes.flat[:count])
-
-
-LEGEND_INCHES = 2.4  # room on the right of every figure for its legend
-
-
-def _title(figure: Figure, text: str) -> None:
-    """A suptitle wrapped to the panels' width (about 11 characters per inch at 10 pt)."""
-    width = figure.get_figwidth() - LEGEND_INCHES
-    figure.suptitle(textwrap.fill(text, width=int(width * 11)), fontsize=10)
-
-
-def _hue_label(row: pd.Series, hue: list[str]) -> str:
-    return label({key: row[key] for key in hue})
 
 
 def _set_x_scale(axis, key: str) -> None:
@@ -114,11 +48,11 @@ def vs_factor(summary: pd.DataFrame, x: str, metric: str, roles: Roles,
               palette: Palette) -> Figure:
     """Mean `metric` against a numeric factor, a line per hue variant, CI error bars; cells
     with diverged runs get an x at the bottom of the axes."""
-    panels = _panels(summary, [key for key in roles.panels if key != x])
-    figure, axes = _grid(len(panels), f"{AXIS_LABELS.get(metric, metric)} vs {x} · {roles.fixed_title}")
+    panels = panels_of(summary, [key for key in roles.panels if key != x])
+    figure, axes = grid(len(panels), f"{AXIS_LABELS.get(metric, metric)} vs {x} · {roles.fixed_title}")
     diverged_seen = False
     for axis, (where, table) in zip(axes, panels):
-        for name, group in table.groupby(table.apply(_hue_label, axis=1, hue=roles.hue), sort=True):
+        for name, group in table.groupby(table.apply(hue_label, axis=1, hue=roles.hue), sort=True):
             group = group.assign(_x=pd.to_numeric(group[x])).sort_values("_x")
             shown = group[group[f"{metric}_n"] > 0]
             error = [shown[f"{metric}_mean"] - shown[f"{metric}_ci_low"],
@@ -137,16 +71,16 @@ def vs_factor(summary: pd.DataFrame, x: str, metric: str, roles: Roles,
         axis.set_ylabel(AXIS_LABELS.get(metric, metric))
         axis.set_title(label(where) if where else "", fontsize=9)
         axis.grid(alpha=0.3)
-    _legend(figure, axes[0], diverged_seen)
-    _clip_fraction_axes(axes, metric)
+    legend(figure, axes[0], diverged_seen)
+    clip_fraction_axes(axes, metric)
     return figure
 
 
 def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette) -> Figure:
     """Grouped bars: groups along x (the x factor's values, or one group), a bar per hue
     variant, 95% CI error bars; diverged-only cells show an x."""
-    panels = _panels(summary, [key for key in roles.panels if key != roles.x])
-    figure, axes = _grid(len(panels), f"{AXIS_LABELS.get(metric, metric)} · {roles.fixed_title}")
+    panels = panels_of(summary, [key for key in roles.panels if key != roles.x])
+    figure, axes = grid(len(panels), f"{AXIS_LABELS.get(metric, metric)} · {roles.fixed_title}")
     names = sorted(palette.styles)
     width = 0.8 / max(1, len(names))
     diverged_seen = False
@@ -157,7 +91,7 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette) -> 
         for g_index, group_value in enumerate(groups):
             cells = table[table[roles.x].astype(str) == group_value] if roles.x else table
             for b_index, name in enumerate(names):
-                cell = cells[cells.apply(_hue_label, axis=1, hue=roles.hue) == name]
+                cell = cells[cells.apply(hue_label, axis=1, hue=roles.hue) == name]
                 if cell.empty:
                     continue
                 cell = cell.iloc[0]
@@ -177,29 +111,29 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette) -> 
         axis.set_ylabel(AXIS_LABELS.get(metric, metric))
         axis.set_title(label(where) if where else "", fontsize=9)
         axis.grid(alpha=0.3, axis="y")
-    _legend(figure, axes[0], diverged_seen)
-    _clip_fraction_axes(axes, metric)
+    legend(figure, axes[0], diverged_seen)
+    clip_fraction_axes(axes, metric)
     return figure
 
 
 def heatmap(summary: pd.DataFrame, metric: str, roles: Roles) -> Figure:
     """Batch size x learning rate per hue variant; a cell's diverged runs are written in it."""
-    panels = _panels(summary, roles.hue)
-    figure, axes = _grid(len(panels), f"{AXIS_LABELS.get(metric, metric)}: batch size × learning "
+    panels = panels_of(summary, roles.hue)
+    figure, axes = grid(len(panels), f"{AXIS_LABELS.get(metric, metric)}: batch size × learning "
                                       f"rate · {roles.fixed_title}", height=3.8)
     for axis, (where, table) in zip(axes, panels):
         size = pd.to_numeric(table["train.batch_size"])
         rate = pd.to_numeric(table["optim.lr"])
         sizes, rates = sorted(size.unique()), sorted(rate.unique())
-        grid = np.full((len(sizes), len(rates)), np.nan)
+        cells = np.full((len(sizes), len(rates)), np.nan)
         for index, cell in table.iterrows():
             i, j = sizes.index(size[index]), rates.index(rate[index])
-            grid[i, j] = cell[f"{metric}_mean"]
-            text = "" if math.isnan(grid[i, j]) else f"{grid[i, j]:.3f}"
+            cells[i, j] = cell[f"{metric}_mean"]
+            text = "" if math.isnan(cells[i, j]) else f"{cells[i, j]:.3f}"
             if cell["diverged"]:
                 text += f"\n{cell['diverged']}× div"
             axis.text(j, i, text or "–", ha="center", va="center", fontsize=7)
-        image = axis.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+        image = axis.imshow(cells, cmap="viridis", aspect="auto", origin="lower")
         axis.set_xticks(range(len(rates)), [f"{r:g}" for r in rates])
         axis.set_yticks(range(len(sizes)), [str(s) for s in sizes])
         axis.set_xlabel("learning rate")
@@ -214,10 +148,10 @@ def learning_curves(curves: pd.DataFrame, runs: pd.DataFrame, roles: Roles, pale
     """Test accuracy (top) and train loss (bottom) over training: per hue variant the mean
     over completed seeds with a 95% CI band; diverged runs end in an x."""
     keyed = curves.merge(runs[["run", "status", *roles.hue, *roles.panels]], on="run")
-    panels = _panels(keyed, roles.panels)
+    panels = panels_of(keyed, roles.panels)
     figure, axes = plt.subplots(2, len(panels), figsize=(max(7.0, 5.2 * len(panels)) + LEGEND_INCHES, 7.4),
                                 squeeze=False, layout="constrained")
-    _title(figure, f"Learning curves · {roles.fixed_title}")
+    title(figure, f"Learning curves · {roles.fixed_title}")
     diverged_seen = False
     for column, (where, table) in enumerate(panels):
         for row, (split, metric, ylabel) in enumerate([
@@ -225,7 +159,7 @@ def learning_curves(curves: pd.DataFrame, runs: pd.DataFrame, roles: Roles, pale
                 ("train", "loss", "train loss (cross-entropy, nats)")]):
             axis = axes[row][column]
             rows = table[table["split"] == split]
-            for name, group in rows.groupby(rows.apply(_hue_label, axis=1, hue=roles.hue), sort=True):
+            for name, group in rows.groupby(rows.apply(hue_label, axis=1, hue=roles.hue), sort=True):
                 diverged_seen |= _draw_variant_curve(axis, group, name, metric, x, palette, seeds)
             axis.set_xlabel(AXIS_LABELS[x])
             axis.xaxis.set_major_formatter(EngFormatter(sep=""))  # 10k, not 10000
@@ -235,7 +169,7 @@ def learning_curves(curves: pd.DataFrame, runs: pd.DataFrame, roles: Roles, pale
                 axis.set_yscale("log")
             axis.set_title(label(where) if where else "", fontsize=9)
             axis.grid(alpha=0.3)
-    _legend(figure, axes[0][0], diverged_seen)
+    legend(figure, axes[0][0], diverged_seen)
     for axis in axes[0]:
         axis.set_ylim(max(0.0, axis.get_ylim()[0]), min(1.0, axis.get_ylim()[1]))
     return figure
@@ -262,41 +196,4 @@ def _draw_variant_curve(axis, group: pd.DataFrame, name: str, metric: str, x: st
         axis.plot([run[x].iloc[-1]], [y], color=colour, **DIVERGED)
     return not diverged.empty
 
-
-def _legend(figure: Figure, axis, diverged_seen: bool) -> None:
-    """One legend for the figure, outside the panels on the right, so it hides no data."""
-    handles, labels = axis.get_legend_handles_labels()
-    if diverged_seen:
-        handles.append(Line2D([], [], color="black", **DIVERGED))
-        labels.append("diverged run (non-finite loss)")
-    if handles:
-        figure.legend(handles, labels, fontsize=7, loc="outside right upper")
-
-
-def _clip_fraction_axes(axes: list, metric: str) -> None:
-    """Accuracies live in [0, 1]; a wide interval from two seeds must not stretch the axis
-    beyond it (the interval is still in summary.csv)."""
-    if "accuracy" in metric:
-        for axis in axes:
-            low, high = axis.get_ylim()
-            axis.set_ylim(max(low, 0.0), min(high, 1.0))
-
-
-MAX_HUES = 6  # more lines than this in one panel are hard to tell apart
-
-
-def assign_roles(summary: pd.DataFrame, factors: list[str], fixed_title: str,
-                 hue: Optional[list[str]] = None, x: Optional[str] = None,
-                 panels: Optional[list[str]] = None) -> Roles:
-    """Defaults: categorical factors are the hue, norm.* keys first, while they make at most
-    MAX_HUES variants (further ones become panels); numeric ones become panels; a user's
-    choice wins."""
-    if hue is None:  # norm keys first: what a bnexp figure compares above all
-        hue = sorted((f for f in factors if not is_numeric(summary[f]) and f != x),
-                     key=lambda f: (not f.startswith("norm."), f))
-        while len(hue) > 1 and len(summary.groupby(hue, dropna=False)) > MAX_HUES:
-            hue = hue[:-1]
-    if panels is None:
-        panels = [f for f in factors if f not in hue and f != x]
-    return Roles(hue=hue, panels=panels, x=x, fixed_title=fixed_title)
 
