@@ -101,6 +101,13 @@ class EvalMode(Enum):
     precise = "precise"  # PreciseBN: exact population statistics over eval.precise_batches
 
 
+class Compile(Enum):
+    off = "off"  # eager PyTorch
+    default = "default"  # torch.compile of the training forward, inductor's default mode
+    reduce_overhead = "reduce_overhead"  # the same with CUDA graphs: for small batches on a GPU
+    max_autotune = "max_autotune"  # longer compile, tuned kernels
+
+
 class Device(Enum):
     auto = "auto"  # cuda if available, else mps, else cpu
     cpu = "cpu"
@@ -182,6 +189,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast, CUDA only
     checkpoint_every: int = 1  # epochs between checkpoints a killed run resumes from; 0 = never
     trainable: Trainable = Trainable.all  # norm_only: train gamma/beta alone
+    compile: Compile = Compile.off  # torch.compile the training step's forward pass
 
 
 @dataclass
@@ -301,6 +309,9 @@ def _validate_combinations(cfg: DictConfig) -> None:
     from bnexp.norm import validate_norm  # norm facts live in the norm module
 
     validate_norm(cfg.norm, cfg.model, cfg.train)
+    if cfg.train.compile != Compile.off and (cfg.probe.activations or cfg.probe.gradients):
+        raise ConfigError("train.compile and probes do not mix: every probed step attaches "
+                          "hooks, which forces a recompilation; set train.compile=off")
     if cfg.train.amp and cfg.train.device in (Device.cpu, Device.mps):
         raise ConfigError(f"train.amp=true is invalid with train.device={cfg.train.device.value}: "
                           "bf16 autocast is used on CUDA only; set train.amp=false")

@@ -119,6 +119,7 @@ class Fitter:
                  autocast: Callable[[], ContextManager], probes: Sequence = ()):
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.batches, self.autocast, self.probes = batches, autocast, list(probes)
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = model  # or its compiled form
         self.meter = IntervalMeter(batches.split.labels.device)
         self.step_count, self.epoch, self.train_seconds, self.clock_offset = 0, 0, 0.0, 0.0
 
@@ -126,7 +127,7 @@ class Fitter:
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step; with `probing`, the probes' hooks watch its forward and update."""
         with self._probing("forward") if probing else NO_HOOKS, self.autocast():
-            logits = self.model(images)
+            logits = self.forward(images)
             loss = F.cross_entropy(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -65,12 +65,13 @@ class TrainBatches:
     """Seeded, shuffled, full batches of one training split, augmented and normalised."""
 
     def __init__(self, split: DeviceSplit, normalize: Normalizer, batch_size: int,
-                 augment: bool, seed: int):
+                 augment: bool, seed: int, channels_last: bool = False):
         if batch_size > len(split):
             raise ValueError(f"train.batch_size={batch_size} exceeds the {len(split)} training "
                              "examples: lower the batch size or raise data.train_subset")
         self.split, self.normalize = split, normalize
         self.batch_size, self.augment = batch_size, augment
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.steps_per_epoch = len(split) // batch_size  # the incomplete last batch is dropped
         device = split.images.device
         self.generator = torch.Generator(device=device).manual_seed(seed)
@@ -85,7 +86,8 @@ class TrainBatches:
         batches = order[: self.steps_per_epoch * self.batch_size].view(-1, self.batch_size)
         shape = (self.batch_size, *self.split.images.shape[1:])
         raw = torch.empty(shape, dtype=torch.uint8, device=device)
-        images = torch.empty(shape, dtype=torch.float32, device=device)
+        images = torch.empty(shape, dtype=torch.float32, device=device,
+                             memory_format=self.memory_format)  # conv nets on a GPU: NHWC
         labels = torch.empty(self.batch_size, dtype=torch.long, device=device)
         for index in batches:
             torch.index_select(self.split.images, 0, index, out=raw)

@@ -110,6 +110,7 @@ def _summarize(session: Session, result: FitResult, rows: list[dict], cfg: DictC
                                            if p.requires_grad),
                "data_folder": data["folder"], "data_checksum": data["checksum"],
                "data_mean": data["normalize"].mean, "data_std": data["normalize"].std,
+               "memory_format": str(session.batches.memory_format).removeprefix("torch."),
                **session.norms.describe(), **records.provenance(session.device)}
     for mode in cfg.eval.modes:
         split = split_name(mode.value)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from bnexp import datasets
-from bnexp.config import ConfigError, DataConfig, Device, Trainable
+from bnexp.config import Compile, ConfigError, DataConfig, Device, Trainable
 from bnexp.engine import Budget, Fitter, autocast_for
 from bnexp.eval_modes import evaluate_modes
 from bnexp.loader import Normalizer, TrainBatches, balanced_subset, to_device
@@ -88,11 +88,14 @@ def build_session(cfg: DictConfig, threads: Optional[int]) -> Session:
     data = place_data(cfg.data, device)
     model, norms = build_model(cfg.model, cfg.norm, tuple(data["train"].images.shape[1:]),
                                datasets.DATASETS[cfg.data.name.value].num_classes)
+    channels_last = device.type == "cuda" and cfg.model.name.value == "resnet"
     model.to(device)
+    if channels_last:  # NHWC convolutions are the fast path on recent GPUs
+        model.to(memory_format=torch.channels_last)
     if cfg.train.trainable == Trainable.norm_only:
         norms.train_norms_only(model)
     batches = TrainBatches(data["train"], data["normalize"], cfg.train.batch_size,
-                           cfg.data.augment, cfg.seed)
+                           cfg.data.augment, cfg.seed, channels_last)
     total_steps = cfg.train.steps or cfg.train.epochs * batches.steps_per_epoch
     lr = effective_lr(cfg.optim, cfg.train.batch_size)
     optimizer = build_optimizer(model, cfg.optim, lr)
@@ -100,6 +103,8 @@ def build_session(cfg: DictConfig, threads: Optional[int]) -> Session:
     probes = _probes(cfg, model, norms)
     fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, total_steps),
                     batches, autocast, probes)
+    if cfg.train.compile != Compile.off:  # the model itself stays plain: state_dict, eval
+        fitter.forward = torch.compile(model, mode=cfg.train.compile.value.replace("_", "-"))
     budget = Budget(total_steps, cfg.train.log_every, cfg.train.eval_every,
                     cfg.probe.every if probes else 0)
     test = _tester(cfg, model, data, autocast, fitter)

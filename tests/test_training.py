@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import pytest
@@ -13,7 +14,8 @@ from bnexp.engine import Budget, Fitter, autocast_for, evaluate
 from bnexp.loader import DeviceSplit, Normalizer, TrainBatches
 from bnexp.models import build_model
 from bnexp.optim import build_optimizer, build_schedule, lr_factor, parameter_groups
-from conftest import compose_config
+from bnexp.config import ConfigError, validate
+from conftest import compose_config, run_bnexp, run_folders
 
 
 def _data(count=96, seed=0):
@@ -133,3 +135,24 @@ def test_adam_uses_momentum_as_beta1():
     adamw = build_optimizer(model, compose_config("optim=adamw").optim)
     assert isinstance(adamw, torch.optim.AdamW)
     assert [g["weight_decay"] for g in adamw.param_groups] == [0.01, 0.0]
+
+
+def test_compiled_forward_trains_like_eager(tmp_path, idx_root):
+    """train.compile runs the training forward through torch.compile (inductor on the CPU
+    here); the numbers match eager PyTorch up to float reordering."""
+    summaries = {}
+    for mode in ("off", "default"):
+        done = run_bnexp("data=mnist", f"data.root={idx_root}", "train.batch_size=16",
+                         "train.epochs=2", f"train.compile={mode}",
+                         f"results_dir={tmp_path / mode}", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        [folder] = run_folders(tmp_path / mode)
+        summaries[mode] = json.loads((folder / "summary.json").read_text())
+    assert summaries["default"]["config"]["train.compile"] == "default"
+    assert summaries["default"]["final_train_loss"] == pytest.approx(
+        summaries["off"]["final_train_loss"], rel=1e-3)
+
+
+def test_compile_with_probes_is_rejected():
+    with pytest.raises(ConfigError, match="train.compile and probes"):
+        validate(compose_config("train.compile=default", "probe.activations=true"))
