@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from bnexp import checkpoint, records
 from bnexp.config import Rerun
 from bnexp.lock import RunBusy, RunLock
+from bnexp.run import run
 
 log = logging.getLogger(__name__)
 LAUNCH_LOG_ENV = "BNEXP_LAUNCH_LOG"  # set by the sweep callback: where jobs report outcomes
@@ -60,7 +61,8 @@ def archive(folder: Path) -> Path:
     """Move the folder's record into history/<UTC time>/ so that a rerun starts clean."""
     target = folder / "history" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     target.mkdir(parents=True)
-    for name in (records.SUMMARY, records.METRICS, records.ERROR, checkpoint.CHECKPOINT):
+    tables = [path.name for path in folder.glob("*.csv")]  # metrics and probe tables
+    for name in (records.SUMMARY, records.ERROR, checkpoint.CHECKPOINT, *tables):
         if (folder / name).exists():
             os.replace(folder / name, target / name)
     return target
@@ -70,8 +72,6 @@ def execute(cfg: DictConfig, folder: Path, raise_errors: bool, threads: Optional
             ) -> Outcome:
     """Run, resume or skip the run in `folder` with `threads` CPU threads; `raise_errors`
     re-raises a failure (single runs), otherwise it is recorded and reported (sweeps go on)."""
-    from bnexp.run import run  # torch and the data stack load only for jobs that run
-
     try:
         with RunLock(folder) as lock:
             status = recorded_status(folder)

@@ -23,6 +23,8 @@ from bnexp.probes import ActivationProbe, GradientProbe
 
 TRAIN_EVAL_EXAMPLES = 10_000  # training examples re-scored in eval mode for the final train accuracy
 PRECISE_SEED_OFFSET = 104_729  # PreciseBN's training batches: their own seed, per evaluation
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -139,7 +139,7 @@ def test_one_failing_config_does_not_stop_the_sweep(tmp_path, idx_root):
 
 
 def test_rerun_all_archives_instead_of_deleting(tmp_path, idx_root):
-    args = [*data_args(idx_root), *SMALL, "train.epochs=1"]
+    args = [*data_args(idx_root), *SMALL, "train.epochs=1", "probe.activations=true"]
     assert run_bnexp(*args, cwd=tmp_path).returncode == 0
     [folder] = run_folders(tmp_path / "results")
     first = (folder / "summary.json").read_text()
@@ -148,6 +148,7 @@ def test_rerun_all_archives_instead_of_deleting(tmp_path, idx_root):
     [archived] = (folder / "history").iterdir()
     assert (archived / "summary.json").read_text() == first
     assert (archived / "metrics.csv").exists() and (folder / "summary.json").exists()
+    assert (archived / "activations.csv").exists()  # probe tables are kept too
 
 
 def test_two_identical_sweeps_at_once_run_each_run_once(tmp_path, idx_root):
