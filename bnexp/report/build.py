@@ -42,9 +42,10 @@ class Report:
     incomplete: list[str] = field(default_factory=list)
 
 
-def build_report(results: Path, out: Optional[Path] = None, options: Options = Options(),
+def build_report(results: Path, out: Optional[Path] = None, options: Optional[Options] = None,
                  keep_figures: bool = False) -> Report:
     """Write runs.csv, curves.csv, summary.csv/.md, figures, report.md and report.html."""
+    options = options or Options()
     out = out or results / "report"
     out.mkdir(parents=True, exist_ok=True)
     data = collect(results)
