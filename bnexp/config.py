@@ -319,15 +319,14 @@ def _validate_combinations(cfg: DictConfig) -> None:
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as {'norm.kind': 'batch', ...}: words, not Enum objects."""
-    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return flatten_tree(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+
+
+def flatten_tree(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level of dotted keys."""
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
     flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    walk(tree, "")
+    for key, value in tree.items():
+        flat.update(flatten_tree(value, f"{prefix}{key}."))
     return flat

@@ -56,6 +56,9 @@ class Splits:
     checksum: str  # verified | unknown (no known digest) | not canonical (a smaller file)
 
 
+Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # train x, y, test x, y
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
@@ -63,7 +66,7 @@ class DatasetInfo:
     files: dict[str, str]  # role -> file name (IDX files may also end in .gz)
     decoded_md5: dict[str, str]  # file name -> MD5 of its decoded canonical content
     download: Callable[[Path], None]  # fetch into a root with torchvision (checksummed)
-    decode: Callable[[dict[str, Path], "DatasetInfo"], tuple[Splits, list[bool]]]
+    decode: Callable[[dict[str, Path], "DatasetInfo"], tuple[Tensors, list[bool]]]
     num_classes: int = 10
 
 
@@ -76,7 +79,7 @@ def _torchvision_download(dataset_class_name: str) -> Callable[[Path], None]:
     return fetch
 
 
-def _decode_idx(paths: dict[str, Path], info: DatasetInfo) -> tuple[Splits, list[bool]]:
+def _decode_idx(paths: dict[str, Path], info: DatasetInfo) -> tuple[Tensors, list[bool]]:
     tensors, canonical = {}, []
     for role, path in paths.items():
         content = formats.read_bytes(path)
@@ -91,20 +94,19 @@ def _decode_idx(paths: dict[str, Path], info: DatasetInfo) -> tuple[Splits, list
         formats.check_labels(paths[f"{split}_labels"], labels, info.num_classes)
         tensors[f"{split}_images"] = images.unsqueeze(1)
         tensors[f"{split}_labels"] = labels.long()
-    return Splits(**tensors, folder=Path(), checksum=""), canonical
+    return tuple(tensors[role] for role in IDX_FILES), canonical
 
 
-def _decode_cifar(paths: dict[str, Path], info: DatasetInfo) -> tuple[Splits, list[bool]]:
+def _decode_cifar(paths: dict[str, Path], info: DatasetInfo) -> tuple[Tensors, list[bool]]:
     parts, canonical = {}, []
     for name, path in paths.items():
         content = formats.read_bytes(path)
         parts[name] = formats.parse_cifar_batch(path, content, info.num_classes)
         canonical.append(_check_digest(path, content, info, parts[name][1].shape[0]))
     train = [parts[name] for name in CIFAR_TRAIN]
-    splits = Splits(torch.cat([images for images, _ in train]),
-                    torch.cat([labels for _, labels in train]),
-                    *parts["test_batch"], folder=Path(), checksum="")
-    return splits, canonical
+    tensors = (torch.cat([images for images, _ in train]),
+               torch.cat([labels for _, labels in train]), *parts["test_batch"])
+    return tensors, canonical
 
 
 def _check_digest(path: Path, content: bytes, info: DatasetInfo, examples: int) -> bool:
@@ -204,11 +206,10 @@ def _decode(name: str, identity: tuple) -> Splits:
     sweep runs many runs on one dataset. Callers never modify the returned tensors."""
     info = DATASETS[name]
     paths = {role: Path(path) for role, path, _, _ in identity}
-    splits, canonical = info.decode(paths, info)
-    splits.folder = next(iter(paths.values())).parent
-    splits.checksum = ("verified" if all(canonical) else
-                       "unknown" if not info.decoded_md5 else "not canonical")
-    return splits
+    tensors, canonical = info.decode(paths, info)
+    checksum = ("verified" if all(canonical) else
+                "unknown" if not info.decoded_md5 else "not canonical")
+    return Splits(*tensors, folder=next(iter(paths.values())).parent, checksum=checksum)
 
 
 def _download(info: DatasetInfo, roots: list[Path]) -> Optional[str]:

@@ -11,7 +11,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Optional, Sequence
+from typing import Callable, ContextManager, Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,24 +67,32 @@ class IntervalMeter:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: DeviceSplit, normalize: Normalizer,
-             autocast: Callable[[], ContextManager]) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over `split` with the model in eval mode (running
-    statistics); the model's train/eval mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
+def score(model: nn.Module, split: DeviceSplit, normalize: Normalizer, batches: Iterable,
+          autocast: Callable[[], ContextManager]) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model`, as it is, over `split` taken in `batches`
+    (slices or index tensors that cover the split once)."""
     loss = torch.zeros((), device=split.labels.device)
     correct = torch.zeros((), device=split.labels.device, dtype=torch.long)
+    for index in batches:
+        labels = split.labels[index]
+        with autocast():
+            logits = model(normalize(split.images[index]))
+        loss += F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    return loss.item() / len(split), correct.item() / len(split)
+
+
+def evaluate(model: nn.Module, split: DeviceSplit, normalize: Normalizer,
+             autocast: Callable[[], ContextManager]) -> tuple[float, float]:
+    """`score` with the model in eval mode (running statistics), in contiguous chunks; the
+    model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
     try:
-        for start in range(0, len(split), EVAL_BATCH):
-            labels = split.labels[start:start + EVAL_BATCH]
-            with autocast():
-                logits = model(normalize(split.images[start:start + EVAL_BATCH]))
-            loss += F.cross_entropy(logits.float(), labels, reduction="sum")
-            correct += (logits.argmax(1) == labels).sum()
+        chunks = [slice(start, start + EVAL_BATCH) for start in range(0, len(split), EVAL_BATCH)]
+        return score(model, split, normalize, chunks, autocast)
     finally:
         model.train(was_training)
-    return loss.item() / len(split), correct.item() / len(split)
 
 
 @dataclass

@@ -21,10 +21,9 @@ import copy
 from typing import Callable, ContextManager, Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bnexp.engine import evaluate
+from bnexp.engine import evaluate, score
 from bnexp.loader import DeviceSplit, Normalizer
 from bnexp.norm import is_norm_layer
 
@@ -70,21 +69,6 @@ def with_batch_statistics(model: nn.Module) -> nn.Module:
         if is_norm_layer(module):
             module.train()
     return twin
-
-
-@torch.no_grad()
-def evaluate_in_batches(model: nn.Module, split: DeviceSplit, normalize: Normalizer,
-                        batches: list[torch.Tensor], autocast: Callable[[], ContextManager]
-                        ) -> tuple[float, float]:
-    loss = torch.zeros((), device=split.labels.device)
-    correct = torch.zeros((), device=split.labels.device, dtype=torch.long)
-    for index in batches:
-        labels = split.labels[index]
-        with autocast():
-            logits = model(normalize(split.images[index]))
-        loss += F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
-    return loss.item() / len(split), correct.item() / len(split)
 
 
 @torch.no_grad()
@@ -135,7 +119,6 @@ def evaluate_modes(model: nn.Module, modes: list[str], test: DeviceSplit, normal
         else:
             make = shuffled_batches if mode == "batch" else single_class_batches
             batches = make(test.labels, batch_size, seed + EVAL_SEED_OFFSET)
-            result = evaluate_in_batches(with_batch_statistics(model), test, normalize,
-                                         batches, autocast)
+            result = score(with_batch_statistics(model), test, normalize, batches, autocast)
         results[split_name(mode)] = result
     return results

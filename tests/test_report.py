@@ -239,3 +239,29 @@ def test_diagnostic_figures_from_probed_runs(tmp_path, idx_root):
     assert {"norm.kind", "seed", "p15", "p85"} <= set(activations.columns)
     panels = report.figures["activation_percentiles"].axes
     assert [axis.get_title().splitlines()[0] for axis in panels] == ["kind=batch", "kind=none"]
+
+
+def test_heatmap_and_seed_curves_from_a_batch_by_lr_grid(tmp_path):
+    root = tmp_path / "grid"
+    for batch in (8, 64):
+        for lr in (0.1, 1.0):
+            for seed in (0, 1):
+                config = {"seed": seed, "norm.kind": "batch", "train.batch_size": batch,
+                          "optim.lr": lr}
+                diverged = batch == 8 and lr == 1.0 and seed == 0
+                write_run(root / f"b{batch}lr{lr}s{seed}", config,
+                          status="diverged" if diverged else "completed",
+                          accuracy=0.5 + batch / 1000 + lr / 10 + seed / 100)
+    report = build_report(root, tmp_path / "out", Options(seeds=True), keep_figures=True)
+    axis = report.figures["heatmap_batch_size_lr"].axes[0]
+    cells = {(round(t.get_position()[0]), round(t.get_position()[1])): t.get_text()
+             for t in axis.texts}
+    # rows: batch 8, 64; columns: lr 0.1, 1.0; the mean over completed seeds, written in
+    assert cells[(0, 0)] == f"{0.5 + 0.008 + 0.01 + 0.005:.3f}"
+    assert cells[(1, 0)].startswith(f"{0.5 + 0.008 + 0.1 + 0.01:.3f}")  # seed 1 only
+    assert "1× div" in cells[(1, 0)] and "div" not in cells[(1, 1)]
+    axes = report.figures["learning_curves"].axes
+    accuracy_panels = axes[: len(axes) // 2]  # top row: test accuracy, one panel per cell
+    seed_lines = [line for axis in accuracy_panels for line in axis.lines
+                  if line.get_linewidth() == 0.6]
+    assert len(seed_lines) == 7  # every completed seed drawn (--seeds), 8 runs less 1 diverged

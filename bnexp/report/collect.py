@@ -19,6 +19,7 @@ from typing import Any, Optional
 import pandas as pd
 import yaml
 
+from bnexp.config import flatten_tree
 from bnexp.records import METRIC_COLUMNS, METRICS, SUMMARY
 from bnexp.norm import unused_keys
 
@@ -51,15 +52,6 @@ def find_run_folders(root: Path) -> list[Path]:
             if not SKIPPED_FOLDERS & set(folder.relative_to(root).parts):
                 found.add(folder)
     return sorted(found)
-
-
-def flatten_tree(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix[:-1]: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(flatten_tree(value, f"{prefix}{key}."))
-    return flat
 
 
 def read_csv_strict(path: Path, columns: Optional[list[str]] = None) -> pd.DataFrame:
