@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnexp.loader import DeviceSplit, Normalizer, TrainBatches
-from bnexp.optim import LRSchedule
+from bnexp.optim import LRSchedule, step_function
 
 EVAL_BATCH = 1000  # examples per forward pass at evaluation; eval mode makes it irrelevant to results
 NO_HOOKS = contextlib.nullcontext()  # reusable: steps that are not probed enter nothing
@@ -33,35 +33,58 @@ def autocast_for(device: torch.device, amp: bool) -> Callable[[], ContextManager
 
 
 class IntervalMeter:
-    """Sums of step losses and correct predictions over one log interval, on the device."""
+    """Sum of step losses and the correct predictions over one log interval, on the device.
 
-    def __init__(self, device: torch.device):
+    A step adds its loss to the sum and writes which of its predictions were right into its
+    own row of a (rows x batch) bool buffer: three small kernels, no allocation and no sum
+    per step. The read sums the rows once (the one host sync of an interval).
+    """
+
+    def __init__(self, device: torch.device, batch_size: int, rows: int = 1):
         self.loss = torch.zeros((), device=device)
-        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.carried = torch.zeros((), device=device, dtype=torch.long)  # hits not in rows
+        self.batch_size = batch_size
         self.steps = 0
         self.examples = 0
+        self._allocate(rows)
 
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, examples: int) -> None:
-        self.loss.add_(loss)
-        self.correct.add_(correct)
+    def _allocate(self, rows: int) -> None:
+        self.hits = torch.zeros((rows, self.batch_size), dtype=torch.bool,
+                                device=self.loss.device)
+        self.rows = list(self.hits.unbind(0))  # views made once: indexing costs a dispatch
+
+    def reserve(self, rows: int) -> None:
+        """Room for an interval of `rows` steps, keeping the open interval's counts."""
+        if rows != len(self.rows):
+            self.carried.add_(self.hits[: self.steps].sum())
+            self._allocate(max(rows, self.steps + 1))
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss.add_(loss.detach())
+        torch.eq(logits.argmax(1), labels, out=self.rows[self.steps])
         self.steps += 1
-        self.examples += examples
+        self.examples += labels.shape[0]
+
+    def correct(self) -> torch.Tensor:
+        return self.carried + self.hits[: self.steps].sum()
 
     def state_dict(self) -> dict:
-        return {"loss": self.loss.clone(), "correct": self.correct.clone(),
+        return {"loss": self.loss.clone(), "correct": self.correct(),
                 "steps": self.steps, "examples": self.examples}
 
     def load_state_dict(self, state: dict) -> None:
         self.loss.copy_(state["loss"])
-        self.correct.copy_(state["correct"])
+        self.carried.copy_(state["correct"])
+        self.hits.zero_()
         self.steps, self.examples = state["steps"], state["examples"]
+        self.reserve(max(len(self.rows), self.steps + 1))
 
     def read_and_reset(self) -> tuple[float, float]:
         """Mean step loss and accuracy of the interval (the one host sync)."""
-        loss, correct = self.loss.item(), self.correct.item()
+        loss, correct = self.loss.item(), self.correct().item()
         mean = (loss / self.steps, correct / self.examples)
         self.loss.zero_()
-        self.correct.zero_()
+        self.carried.zero_()
         self.steps = self.examples = 0
         return mean
 
@@ -128,21 +151,23 @@ class Fitter:
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.batches, self.autocast, self.probes = batches, autocast, list(probes)
         self.forward: Callable[[torch.Tensor], torch.Tensor] = model  # or its compiled form
-        self.meter = IntervalMeter(batches.split.labels.device)
+        self.update = step_function(optimizer)
+        self.meter = IntervalMeter(batches.split.labels.device, batches.batch_size)
         self.step_count, self.epoch, self.train_seconds, self.clock_offset = 0, 0, 0.0, 0.0
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, probing: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SGD step; with `probing`, the probes' hooks watch its forward and update."""
+        """One SGD step; returns the loss and the logits. With `probing`, the probes' hooks
+        watch its forward and update."""
         with self._probing("forward") if probing else NO_HOOKS, self.autocast():
             logits = self.forward(images)
             loss = F.cross_entropy(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         with self._probing("update") if probing else NO_HOOKS:
-            self.optimizer.step()
+            self.update()
         self.schedule.step()
-        return loss.detach(), (logits.argmax(1) == labels).sum()
+        return loss, logits
 
     def _probing(self, phase: str) -> contextlib.ExitStack:
         hooks = contextlib.ExitStack()
@@ -156,6 +181,7 @@ class Fitter:
         """Train until the budget is spent or the loss stops being finite."""
         started = time.perf_counter() - self.clock_offset
         batch = self.batches.batch_size
+        self.meter.reserve(budget.log_every)
         self.model.train()
         while self.step_count < budget.total_steps:
             self.epoch += 1
@@ -178,11 +204,13 @@ class Fitter:
     def _epoch(self, budget: Budget, write_rows: TableWriter,
                on_log: Callable[[int, float, float], None], started: float) -> bool:
         """One pass over the batches (or what is left of the budget); True if diverged."""
+        probe_every = budget.probe_every if self.probes else 0
+        last_step = budget.total_steps - 1
         for images, labels in self.batches.epoch():
-            lr = self.optimizer.param_groups[0]["lr"]
-            probing = bool(self.probes) and (self.step_count % budget.probe_every == 0
-                                             or self.step_count == budget.total_steps - 1)
-            self.meter.add(*self.step(images, labels, probing), self.batches.batch_size)
+            lr = self.optimizer.param_groups[0]["lr"]  # the LR of this step, for its row
+            probing = probe_every > 0 and (self.step_count % probe_every == 0
+                                           or self.step_count == last_step)
+            self.meter.add(*self.step(images, labels, probing), labels)
             self.step_count += 1
             if self.step_count % budget.log_every == 0 or self.step_count == budget.total_steps:
                 loss, accuracy = self.meter.read_and_reset()

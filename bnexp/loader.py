@@ -77,23 +77,23 @@ class TrainBatches:
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(images, labels) per step. A batch is valid until the next one is drawn: the
-        three batch tensors are reused buffers (no allocation per step; this saves ~15% of a
-        batch-8 MLP step on a CPU), filled with index_select, which copies whole rows (on a
-        CPU, tensor indexing `images[index]` is 30x slower for 512 MNIST images)."""
+        """(images, labels) per step. Labels are views of the epoch's shuffled labels,
+        gathered once. Images are valid until the next batch is drawn: they live in buffers
+        reused every step (an allocation per step costs ~15% of a batch-8 MLP step on a CPU),
+        filled with index_select, which copies whole rows (on a CPU, tensor indexing
+        `images[index]` is 30x slower for 512 MNIST images)."""
         device = self.split.images.device
         order = torch.randperm(len(self.split), generator=self.generator, device=device)
         batches = order[: self.steps_per_epoch * self.batch_size].view(-1, self.batch_size)
+        labels = torch.index_select(self.split.labels, 0, batches.flatten()).view_as(batches)
         shape = (self.batch_size, *self.split.images.shape[1:])
         raw = torch.empty(shape, dtype=torch.uint8, device=device)
         images = torch.empty(shape, dtype=torch.float32, device=device,
                              memory_format=self.memory_format)  # conv nets on a GPU: NHWC
-        labels = torch.empty(self.batch_size, dtype=torch.long, device=device)
-        for index in batches:
+        for index, batch_labels in zip(batches.unbind(0), labels.unbind(0)):
             torch.index_select(self.split.images, 0, index, out=raw)
             source = crop_and_flip(raw, CROP_PADDING, self.generator) if self.augment else raw
-            self.normalize(source, out=images)
-            yield images, torch.index_select(self.split.labels, 0, index, out=labels)
+            yield self.normalize(source, out=images), batch_labels
 
 
 def crop_and_flip(images: torch.Tensor, padding: int, generator: torch.Generator

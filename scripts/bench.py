@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench.py                   # full table (a few minutes on 2 cores)
     .venv/bin/python scripts/bench.py --quick           # seconds; CI checks it runs
     .venv/bin/python scripts/bench.py --probes          # adds the probes' overhead rows (MLP, 1 thread)
+    .venv/bin/python scripts/bench.py --breakdown       # adds where a differs from b (MLP, 1 thread)
 
 For each model (the BN paper's MLP 784-100-100-100-10 with BN before sigmoid; ResNet-20),
 batch size and thread count it measures steps/s of
@@ -14,7 +15,8 @@ batch size and thread count it measures steps/s of
   (c) dataloader: the common recipe, a torchvision dataset with ToTensor + Normalize in a
       DataLoader (shuffle, drop_last, no workers), same model and optimizer,
 and prints the ratios a/b and a/c. Repeats are interleaved (a, b, c, a, b, c, ...) and
-medians reported, because a shared machine is noisy. The MLP uses real Fashion-MNIST when it
+medians reported, because a shared machine is noisy: steps/s are medians over repeats, and
+a ratio is the median of the ratios within each repeat. The MLP uses real Fashion-MNIST when it
 is installed (else MNIST-shaped random bytes); the ResNet uses CIFAR-shaped random data.
 Nothing here is a test: the suite only checks that --quick writes its table and JSON.
 """
@@ -119,8 +121,11 @@ def bnexp_steps_per_second(cfg, steps: int, scratch: Path) -> float:
     return steps / elapsed
 
 
-def sgd_steps_per_second(model, optimizer, batches, steps: int, warmup: int = 5) -> float:
-    """Plain forward + backward + optimizer steps over `batches`, timed after `warmup`."""
+def sgd_steps_per_second(model, optimizer, batches, steps: int, warmup: int = 5,
+                         update=None) -> float:
+    """Plain forward + backward + `optimizer.step()` (or `update()`) over `batches`, timed
+    after `warmup`."""
+    update = update or optimizer.step
     done, started = 0, time.perf_counter()
     for images, labels in batches:
         if done == warmup:
@@ -130,7 +135,7 @@ def sgd_steps_per_second(model, optimizer, batches, steps: int, warmup: int = 5)
         loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        update()
         done += 1
     return steps / (time.perf_counter() - started)
 
@@ -141,6 +146,23 @@ def bare_steps_per_second(cfg, steps: int) -> float:
     batch = next(session.batches.epoch())
     return sgd_steps_per_second(session.model, session.fitter.optimizer,
                                 itertools.repeat(batch), steps)
+
+
+def bare_with_bnexp_update(cfg, steps: int, scratch: Path) -> float:
+    """Breakdown: (b) with the update bnexp's step makes (optim.step_function) in place of
+    `optimizer.step()`."""
+    session = build_session(cfg, threads=None)
+    batch = next(session.batches.epoch())
+    return sgd_steps_per_second(session.model, session.fitter.optimizer,
+                                itertools.repeat(batch), steps, update=session.fitter.update)
+
+
+def bare_with_bnexp_batches(cfg, steps: int, scratch: Path) -> float:
+    """Breakdown: (b) on bnexp's batches (a fresh shuffled batch every step, gathered and
+    normalised on the device) in place of one pre-made batch."""
+    session = build_session(cfg, threads=None)
+    endless = (batch for _ in itertools.count() for batch in session.batches.epoch())
+    return sgd_steps_per_second(session.model, session.fitter.optimizer, endless, steps)
 
 
 def dataloader_steps_per_second(cfg, model_name: str, steps: int, scratch: Path) -> float:
@@ -181,16 +203,27 @@ def steps_for(model: str, batch: int, quick: bool) -> int:
     return 10 if quick else STEPS[model][batch]
 
 
+def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """Median over repeats of the ratio within a repeat: the two were measured seconds apart,
+    so a drift of the machine's speed over the minutes of a run cancels."""
+    return statistics.median(n / d for n, d in zip(numerators, denominators))
+
+
 def measure(args: argparse.Namespace, scratch: Path) -> list[dict]:
     results = []
-    models = ["mlp", "resnet20"]
+    models = args.models
     batches = [8, 64] if args.quick else [8, 64, 512]
     threads = [1] if args.quick else [1, 2]
-    variants = [("", [])] + ([("probe.activations every 50", ["probe.activations=true"]),
-                              ("probe.activations every 1", ["probe.activations=true", "probe.every=1"]),
-                              ("probe.gradients every 50", ["probe.gradients=true"]),
-                              ("probe.gradients every 1", ["probe.gradients=true", "probe.every=1"])]
-                             if args.probes else [])
+    a = bnexp_steps_per_second
+    variants = [("", [], a)]  # (label, overrides, what runs in column a)
+    if args.breakdown:
+        variants += [("bare + bnexp update", [], bare_with_bnexp_update),
+                     ("bare + bnexp batches", [], bare_with_bnexp_batches)]
+    if args.probes:
+        variants += [("probe.activations every 50", ["probe.activations=true"], a),
+                     ("probe.activations every 1", ["probe.activations=true", "probe.every=1"], a),
+                     ("probe.gradients every 50", ["probe.gradients=true"], a),
+                     ("probe.gradients every 1", ["probe.gradients=true", "probe.every=1"], a)]
     for model in models:
         extra = data_overrides(model, scratch, args.quick)
         for batch in batches:
@@ -199,23 +232,23 @@ def measure(args: argparse.Namespace, scratch: Path) -> list[dict]:
             for count in threads:
                 torch.set_num_threads(count)
                 steps = steps_for(model, batch, args.quick)
-                for label, probe_overrides in variants if (model, count) == ("mlp", 1) else variants[:1]:
+                for label, overrides, measure_a in (
+                        variants if (model, count) == ("mlp", 1) else variants[:1]):
                     cfg = compose(MODELS[model] + extra + [f"train.batch_size={batch}",
-                                                           f"train.threads={count}",
-                                                           *probe_overrides])
+                                                           f"train.threads={count}", *overrides])
                     timings = {"bnexp": [], "bare": [], "dataloader": []}
                     for _ in range(args.repeats):
-                        timings["bnexp"].append(bnexp_steps_per_second(cfg, steps, scratch))
+                        timings["bnexp"].append(measure_a(cfg, steps, scratch))
                         timings["bare"].append(bare_steps_per_second(cfg, steps))
-                        if not probe_overrides:
+                        if not label:
                             timings["dataloader"].append(
                                 dataloader_steps_per_second(cfg, model, steps, scratch))
                     row = {"model": model, "batch": batch, "threads": count,
                            "variant": label or "defaults", "steps": steps,
                            **{f"{k}_steps_per_s": statistics.median(v) for k, v in timings.items() if v}}
-                    row["a_over_b"] = row["bnexp_steps_per_s"] / row["bare_steps_per_s"]
-                    if "dataloader_steps_per_s" in row:
-                        row["a_over_c"] = row["bnexp_steps_per_s"] / row["dataloader_steps_per_s"]
+                    row["a_over_b"] = paired_ratio(timings["bnexp"], timings["bare"])
+                    if timings["dataloader"]:
+                        row["a_over_c"] = paired_ratio(timings["bnexp"], timings["dataloader"])
                     row["bnexp_samples_per_s"] = row["bnexp_steps_per_s"] * batch
                     results.append(row)
                     print(format_row(row), flush=True)
@@ -240,7 +273,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny run: checks the script works")
     parser.add_argument("--probes", action="store_true", help="also measure probe overheads")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also the bare step with bnexp's update, and on bnexp's batches")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (3)")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                        help="models to measure (all)")
     parser.add_argument("--resnet512", action="store_true", help="include ResNet at batch 512")
     parser.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON results")
     args = parser.parse_args()

@@ -12,13 +12,28 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_benchmark_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick",
-                             "--out", str(out)], capture_output=True, text=True, timeout=600)
+                             "--breakdown", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "a/b" in result.stdout and "a/c" in result.stdout
     rows = json.loads(out.read_text())["results"]
-    assert {(row["model"], row["batch"]) for row in rows} == {
-        ("mlp", 8), ("mlp", 64), ("resnet20", 8), ("resnet20", 64)}
-    for row in rows:
+    assert {(row["model"], row["batch"], row["variant"]) for row in rows} == {
+        *((model, batch, "defaults") for model in ("mlp", "resnet20") for batch in (8, 64)),
+        *(("mlp", batch, part) for batch in (8, 64)
+          for part in ("bare + bnexp update", "bare + bnexp batches"))}
+    for row in rows:  # one repeat: each ratio is the ratio of that repeat's speeds
         assert row["bnexp_steps_per_s"] > 0 and row["bare_steps_per_s"] > 0
         assert row["a_over_b"] == row["bnexp_steps_per_s"] / row["bare_steps_per_s"]
-        assert row["a_over_c"] == row["bnexp_steps_per_s"] / row["dataloader_steps_per_s"]
+        if row["variant"] == "defaults":
+            assert row["a_over_c"] == row["bnexp_steps_per_s"] / row["dataloader_steps_per_s"]
+
+
+def test_quick_epoch_benchmark_writes_table_and_json(tmp_path):
+    out = tmp_path / "bench_epoch.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_epoch.py"), "--quick",
+                             "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "minimal/bnexp" in result.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert [row["batch"] for row in rows] == [8, 64]
+    for row in rows:
+        assert row["bnexp_seconds_per_epoch"] > 0 and row["minimal_seconds_per_epoch"] > 0

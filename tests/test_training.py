@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnexp.engine import Budget, Fitter, autocast_for, evaluate
+from bnexp.engine import Budget, Fitter, IntervalMeter, autocast_for, evaluate
 from bnexp.loader import DeviceSplit, Normalizer, TrainBatches
 from bnexp.models import build_model
-from bnexp.optim import build_optimizer, build_schedule, lr_factor, parameter_groups
+from bnexp.optim import (FunctionalSGD, build_optimizer, build_schedule, lr_factor,
+                         parameter_groups, step_function)
 from bnexp.config import ConfigError, validate
 from conftest import compose_config, run_bnexp, run_folders
 
@@ -156,3 +157,58 @@ def test_compiled_forward_trains_like_eager(tmp_path, idx_root):
 def test_compile_with_probes_is_rejected():
     with pytest.raises(ConfigError, match="train.compile and probes"):
         validate(compose_config("train.compile=default", "probe.activations=true"))
+
+
+@pytest.mark.parametrize("options", [dict(momentum=0.9), dict(momentum=0.9, nesterov=True),
+                                     dict(momentum=0.0), dict(momentum=0.5, dampening=0.3)])
+@pytest.mark.parametrize("fused", [True, None])
+def test_functional_sgd_updates_like_sgd_step(options, fused):
+    """bnexp's SGD update (the public functional `sgd` on the optimizer's own state) gives
+    the parameters and the state_dict that `optimizer.step()` gives, from the first step on."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
+    reference = copy.deepcopy(model)
+    groups = lambda m: [{"params": [m[0].weight, m[3].weight], "weight_decay": 0.01},
+                        {"params": [m[0].bias, m[1].weight, m[1].bias, m[3].bias]}]
+    mine = torch.optim.SGD(groups(model), lr=0.1, fused=fused, **options)
+    theirs = torch.optim.SGD(groups(reference), lr=0.1, fused=fused, **options)
+    update = step_function(mine)
+    assert isinstance(update, FunctionalSGD)
+    for step in range(4):
+        x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+        for net, optimizer, apply in ((model, mine, update), (reference, theirs, theirs.step)):
+            optimizer.param_groups[0]["lr"] = 0.1 / (step + 1)
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            apply()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(mine.state_dict()["state"].values(), theirs.state_dict()["state"].values()):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_other_optimizers_step_themselves():
+    model = nn.Linear(3, 2)
+    adam = torch.optim.Adam(model.parameters())
+    assert step_function(adam) == adam.step
+
+
+def test_interval_meter_counts_across_resume_and_resize():
+    """Loss sum and correct predictions by hand, with the open interval saved and restored
+    (as a checkpoint does) and the interval length changed mid-way."""
+    logits = [torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]]),
+              torch.tensor([[0.0, 1.0], [5.0, 1.0], [0.0, 2.0]]),
+              torch.tensor([[1.0, 2.0], [2.0, 1.0], [3.0, 0.0]])]
+    labels = [torch.tensor([0, 1, 1]), torch.tensor([0, 0, 0]), torch.tensor([1, 1, 1])]
+    correct = [2, 1, 1]  # argmax == label, counted by hand
+    meter = IntervalMeter(torch.device("cpu"), batch_size=3, rows=4)
+    meter.add(torch.tensor(0.5), logits[0], labels[0])
+    resumed = IntervalMeter(torch.device("cpu"), batch_size=3, rows=4)
+    resumed.load_state_dict(meter.state_dict())
+    resumed.add(torch.tensor(1.5), logits[1], labels[1])
+    resumed.reserve(2)
+    resumed.add(torch.tensor(1.0), logits[2], labels[2])
+    loss, accuracy = resumed.read_and_reset()
+    assert loss == pytest.approx(3.0 / 3) and accuracy == pytest.approx(sum(correct) / 9)
+    resumed.add(torch.tensor(2.0), logits[0], labels[0])  # a fresh interval after the read
+    assert resumed.read_and_reset() == (2.0, pytest.approx(2 / 3))
