@@ -168,8 +168,10 @@ def test_functional_sgd_updates_like_sgd_step(options, fused):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
     reference = copy.deepcopy(model)
-    groups = lambda m: [{"params": [m[0].weight, m[3].weight], "weight_decay": 0.01},
-                        {"params": [m[0].bias, m[1].weight, m[1].bias, m[3].bias]}]
+
+    def groups(m):
+        return [{"params": [m[0].weight, m[3].weight], "weight_decay": 0.01},
+                {"params": [m[0].bias, m[1].weight, m[1].bias, m[3].bias]}]
     mine = torch.optim.SGD(groups(model), lr=0.1, fused=fused, **options)
     theirs = torch.optim.SGD(groups(reference), lr=0.1, fused=fused, **options)
     update = step_function(mine)
