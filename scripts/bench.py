@@ -35,7 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -43,6 +42,8 @@ from torchvision import transforms
 from torchvision.datasets import FakeData, FashionMNIST
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from dataset_files import write_cifar_dataset, write_idx_dataset  # noqa: E402
 from bnexp.cli import CONFIG_DIR  # noqa: E402  (registers the config schemas)
 from bnexp.engine import Budget  # noqa: E402
 from bnexp.identity import register_resolvers  # noqa: E402
@@ -68,16 +69,7 @@ def compose(overrides: list[str]):
 
 def fake_cifar_root(folder: Path, images: int) -> Path:
     """CIFAR-10 python batches of random bytes, so bnexp's own data path runs unchanged."""
-    import pickle
-
-    root = folder / "cifar-10-batches-py"
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        count = images // 5 if name != "test_batch" else 1000
-        with open(root / name, "wb") as stream:
-            pickle.dump({b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
-                         b"labels": rng.integers(0, 10, count).tolist()}, stream)
+    write_cifar_dataset(folder / "cifar-10-batches-py", per_batch=images // 5, test=1000)
     return folder
 
 
@@ -89,33 +81,32 @@ def data_overrides(model: str, scratch: Path, quick: bool) -> list[str]:
 
 
 def fake_mnist_root(folder: Path) -> Path:
-    import struct
-
-    root = folder / "mnist"
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for prefix, count in (("train", 60000), ("t10k", 10000)):
-        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, count).astype(np.uint8)
-        (root / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">HBB3I", 0, 8, 3, count, 28, 28) + images.tobytes())
-        (root / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">HBBI", 0, 8, 1, count) + labels.tobytes())
+    """MNIST-format IDX files of the full size (60,000 + 10,000 images)."""
+    write_idx_dataset(folder / "mnist", train=60_000, test=10_000, compress=False)
     return folder
 
 
-def bnexp_steps_per_second(cfg, steps: int, scratch: Path) -> float:
-    """(a) The real loop: Fitter.run on the session bnexp builds, logging to a CSV."""
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so the clock reads finished work (no-op on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bnexp_steps_per_second(cfg, steps: int, scratch: Path, warmup: int = 5) -> float:
+    """(a) The real loop: Fitter.run on the session bnexp builds, logging to a CSV, timed
+    after `warmup` steps (which also absorb torch.compile's compilation)."""
     session = build_session(cfg, threads=None)
     table = TableLog(scratch / "metrics.csv", METRIC_COLUMNS)
-    budget = Budget(steps, cfg.train.log_every, eval_every=10**9,
-                    probe_every=session.budget.probe_every)
-    session.fitter.run(Budget(min(steps, 5), cfg.train.log_every, 10**9, budget.probe_every),
-                       lambda: {}, lambda name, rows: table.write(rows) if name == "metrics" else None)
+    write_rows = lambda name, rows: table.write(rows) if name == "metrics" else None  # noqa: E731
+    probe_every = session.budget.probe_every
+    session.fitter.run(Budget(warmup, cfg.train.log_every, 10**9, probe_every),
+                       lambda: {}, write_rows)
     session.fitter.step_count = 0  # warmed up; now the measured run
+    synchronize(session.device)
     started = time.perf_counter()
-    session.fitter.run(budget, lambda: {},
-                       lambda name, rows: table.write(rows) if name == "metrics" else None)
+    session.fitter.run(Budget(steps, cfg.train.log_every, 10**9, probe_every),
+                       lambda: {}, write_rows)
+    synchronize(session.device)
     elapsed = time.perf_counter() - started
     table.close()
     return steps / elapsed
@@ -126,9 +117,11 @@ def sgd_steps_per_second(model, optimizer, batches, steps: int, warmup: int = 5,
     """Plain forward + backward + `optimizer.step()` (or `update()`) over `batches`, timed
     after `warmup`."""
     update = update or optimizer.step
+    device = next(model.parameters()).device
     done, started = 0, time.perf_counter()
     for images, labels in batches:
         if done == warmup:
+            synchronize(device)
             started = time.perf_counter()
         if done == steps + warmup:
             break
@@ -137,6 +130,7 @@ def sgd_steps_per_second(model, optimizer, batches, steps: int, warmup: int = 5,
         loss.backward()
         update()
         done += 1
+    synchronize(device)
     return steps / (time.perf_counter() - started)
 
 
@@ -178,9 +172,12 @@ def dataloader_steps_per_second(cfg, model_name: str, steps: int, scratch: Path)
         shape = (1, 28, 28) if model_name == "mlp" else (3, 32, 32)
         dataset = FakeData(size=60000 if model_name == "mlp" else 10000, image_size=shape,
                            transform=transform, random_offset=0)
+    cuda = session.device.type == "cuda"
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True,
-                                         drop_last=True, num_workers=0)
-    endless = (batch for _ in itertools.count() for batch in loader)
+                                         drop_last=True, num_workers=0, pin_memory=cuda)
+    endless = ((images.to(session.device, non_blocking=True),
+                labels.to(session.device, non_blocking=True))
+               for _ in itertools.count() for images, labels in loader)
     return sgd_steps_per_second(model, optimizer, endless, steps)
 
 

@@ -4,14 +4,15 @@
     .venv/bin/python scripts/bench_epoch.py --quick                          # CI: it runs
 
 For each batch size (8, 64, 512) it times one training epoch over `--images` random
-CIFAR-shaped images (50,000 by default, as CIFAR-10), after one warm-up epoch (which also
-absorbs torch.compile's compilation), of
+CIFAR-shaped images (50,000 by default, as CIFAR-10) of
   bnexp:   Fitter.run on the session `bnexp` builds for ResNet-20 with crop + flip, at
-           train.amp (bf16 on CUDA) and train.compile as given by --compile;
+           train.amp (bf16 on CUDA) and train.compile as given by --compile, after 5 warm-up
+           steps (bench.py's (a), which also absorb torch.compile's compilation);
   minimal: the limit, in the style of airbench: the same ResNet-20 (bnexp's model builder),
            channels_last on CUDA, bf16 autocast on CUDA, the dataset normalised once on the
            device, the whole epoch's crop + flip done in one batched call, batches as slices,
-           fused SGD, the same torch.compile mode, and nothing read back until the epoch ends.
+           fused SGD, the same torch.compile mode, and nothing read back until the epoch
+           ends, after one warm-up epoch.
 Both synchronise the device before reading the clock. Seconds per epoch are medians of
 `--repeats` interleaved repeats. CPU runs work (that is what --quick checks) but the
 comparison is meant for a GPU.
@@ -33,31 +34,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import MODELS, compose, fake_cifar_root  # noqa: E402
-from bnexp.engine import Budget  # noqa: E402
+from bench import (MODELS, bnexp_steps_per_second, compose, fake_cifar_root,  # noqa: E402
+                   synchronize)
 from bnexp.loader import CROP_PADDING, crop_and_flip  # noqa: E402
 from bnexp.models import build_model  # noqa: E402
 from bnexp.session import build_session  # noqa: E402
 
 COMPILE_MODES = ["off", "default", "reduce_overhead", "max_autotune"]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def bnexp_epoch_seconds(cfg) -> float:
-    """One timed epoch of bnexp's own loop, after a warm-up epoch."""
-    session = build_session(cfg, threads=None)
-    steps = session.batches.steps_per_epoch
-    discard = lambda *_: None  # noqa: E731  (rows are not written: only time is measured)
-    session.fitter.run(Budget(steps, cfg.train.log_every, 10**9), lambda: {}, discard)
-    synchronize(session.device)
-    started = time.perf_counter()
-    session.fitter.run(Budget(2 * steps, cfg.train.log_every, 10**9), lambda: {}, discard)
-    synchronize(session.device)
-    return time.perf_counter() - started
 
 
 def minimal_epoch_seconds(cfg, compile_mode: str) -> float:
@@ -110,6 +93,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_epoch.json"), help="JSON results")
     args = parser.parse_args()
     images = args.images or (160 if args.quick else 50_000)
+    if images % 5:  # fake_cifar_root writes five equal training batches, as CIFAR-10 has
+        parser.error(f"--images={images}: use a multiple of 5")
     batches = args.batches or ([8, 64] if args.quick else [8, 64, 512])
     repeats = args.repeats or (1 if args.quick else 3)
     cuda = torch.cuda.is_available()
@@ -126,7 +111,8 @@ def main() -> None:
                 f"train.compile={args.compile}", "train.device=auto"])
             timings: dict[str, list[float]] = {"bnexp": [], "minimal": []}
             for _ in range(repeats):
-                timings["bnexp"].append(bnexp_epoch_seconds(cfg))
+                steps = images // batch
+                timings["bnexp"].append(steps / bnexp_steps_per_second(cfg, steps, Path(scratch)))
                 timings["minimal"].append(minimal_epoch_seconds(cfg, args.compile))
             row = {"batch": batch, "images": images, "compile": args.compile, "amp": cuda,
                    "bnexp_seconds_per_epoch": statistics.median(timings["bnexp"]),
