@@ -1,20 +1,24 @@
 """Hydra callbacks: checks that must pass before Hydra creates any run folder, and the
-sweep's closing table."""
+sweep's closing table (also when the sweep is interrupted: see `close_sweep`)."""
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from bnexp import datasets, sweep
+from bnexp import sweep
 from bnexp.config import validate
 from bnexp.identity import study_dir
-from bnexp.jobs import LAUNCH_LOG_ENV, recorded_status
+from bnexp.jobs import LAUNCH_LOG_ENV
+from bnexp.records import recorded_status
+from bnexp.session import check_device, load_splits
 
 log = logging.getLogger(__name__)
 
@@ -45,43 +49,75 @@ class ValidateBeforeRun(Callback):
     is on disk yet: Hydra calls these hooks after composing and before creating folders.
     For a sweep, every job's config is composed and checked before the first job starts."""
 
-    def __init__(self) -> None:
-        self.launch_log: Optional[Path] = None
-        self.expected = 0
-
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _rejecting(check_runnable, config, config.hydra.runtime.cwd)
+        def check_run() -> None:
+            check_runnable(config)
+            check_writable(study_dir(config, config.hydra.runtime.cwd))
+        _rejecting(check_run)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _open_sweep
+
         def check_sweep() -> None:
+            global _open_sweep
             jobs = []
             for overrides in sweep.expand_jobs(config):
                 job = sweep.compose_job(config, overrides)
                 try:
-                    check_runnable(job, config.hydra.runtime.cwd)
-                except (ValueError, FileNotFoundError, OSError) as error:
-                    raise type(error)(f"{error} (in sweep job {' '.join(overrides)})") from error
+                    check_runnable(job)
+                except (ValueError, OSError) as error:  # name the job, keep the type
+                    error.args = (f"{error} (in sweep job {' '.join(overrides)})",)
+                    raise
                 jobs.append(job)
-            self.expected = len(jobs)
-            finished = sum(recorded_status(folder) is not None
-                           for folder in sweep.job_folders(config, jobs))
+            launch_dir = config.hydra.runtime.cwd
+            for study in dict.fromkeys(study_dir(job, launch_dir) for job in jobs):
+                check_writable(study)  # only once every job is known to be valid
+            folders = sweep.job_folders(config, jobs)
+            finished = sum(recorded_status(folder) is not None for folder in folders)
             study = study_dir(config, config.hydra.runtime.cwd)
-            self.launch_log = sweep.open_launch_log(study)
-            os.environ[LAUNCH_LOG_ENV] = str(self.launch_log)
+            _open_sweep = OpenSweep(sweep.open_launch_log(study), folders)
+            os.environ[LAUNCH_LOG_ENV] = str(_open_sweep.launch_log)
             log.info("sweep of %d runs into %s (%d have a record already)", len(jobs), study,
                      finished)
+        _open_sweep = None
         _rejecting(check_sweep)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.launch_log is None:
-            return
-        outcomes = sweep.read_launch_log(self.launch_log)
-        print(sweep.outcome_table(outcomes, self.expected), flush=True)
-        os.environ.pop(LAUNCH_LOG_ENV, None)
-        if config.report:
-            write_report(study_dir(config, config.hydra.runtime.cwd))
-        if any(outcome["status"] == "failed" for outcome in outcomes):
+        """The table, the report if asked for, and SweepFailed when a run failed. Anything
+        unexpected here also ends in SweepFailed: Hydra would turn an Exception from a
+        callback into a warning and exit 0."""
+        try:
+            failed = close_sweep()
+            if config.report:
+                write_report(study_dir(config, config.hydra.runtime.cwd))
+        except Exception as error:
+            print(f"bnexp: the sweep's closing step failed ({type(error).__name__}: {error}); "
+                  "every run's record is in its folder", file=sys.stderr, flush=True)
+            raise SweepFailed("closing step failed") from error
+        if failed:
             raise SweepFailed("some runs failed")
+
+
+@dataclass
+class OpenSweep:
+    launch_log: Path  # where this launch's jobs report their outcomes
+    folders: list[Path]  # every job's run folder
+
+
+_open_sweep: Optional[OpenSweep] = None  # the sweep of this process, between start and end
+
+
+def close_sweep() -> bool:
+    """Print the closing table of the open sweep, if any; True when a run failed. Called at
+    the sweep's end and by the command line when a sweep is interrupted."""
+    global _open_sweep
+    if _open_sweep is None:
+        return False
+    opened, _open_sweep = _open_sweep, None
+    os.environ.pop(LAUNCH_LOG_ENV, None)
+    table, failed = sweep.closing_table(opened.launch_log, opened.folders)
+    print(table, flush=True)
+    return failed
 
 
 def write_report(study: Path) -> None:
@@ -104,17 +140,14 @@ def _rejecting(check, *args: Any) -> None:
         raise Rejected(error) from error
 
 
-def check_runnable(config: DictConfig, launch_dir: str) -> None:
-    """The config's values are valid, its dataset is present (unless it may download), and
-    its results folder can be written."""
+def check_runnable(config: DictConfig) -> None:
+    """Everything about one job that can refuse it, checked while nothing is on disk: the
+    config's values, the device, and the dataset (present, or downloaded now when
+    data.download=true; intact; large enough for the subset and the batch). The results
+    folder is checked (`check_writable`) once every job has passed."""
     validate(config)
-    data = config.data
-    if not data.download:
-        info = datasets.DATASETS[data.name.value]
-        found, tried = datasets.locate(info, data.root)
-        if found is None:
-            raise datasets.DatasetNotFound(datasets.not_found_message(info, tried, False, None))
-    check_writable(study_dir(config, launch_dir))
+    check_device(config.train)
+    load_splits(config.data, config.train.batch_size)
 
 
 def check_writable(folder: Path) -> None:

@@ -4,22 +4,33 @@ Saved at epoch ends (every `train.checkpoint_every` epochs, and after the last):
 (model with its BN buffers, optimizer, schedule, data-order generator, the open log interval,
 step and clocks), the global RNG states (torch, CUDA, NumPy, Python: dropout and anything else
 drawn from them), and the rows of metrics.csv (and of the probe tables) written so far, so
-the resumed run rewrites each table to exactly those rows before it appends. Written to a temporary file and renamed,
-so a kill during the save leaves the previous checkpoint intact. Stored with plain tensors and
-lists only, so it loads with `torch.load(weights_only=True)`.
+the resumed run rewrites each table to exactly those rows before it appends. Written through
+`records.write_saved` (temporary file, fsync, rename), so a kill or a full disk during the save
+leaves the previous checkpoint intact. Stored with plain tensors and lists only, so it loads
+with `torch.load(weights_only=True)`. A file that does not load (damaged by a copy, a disk
+fault, a filesystem without atomic rename) raises `CheckpointDamaged`, which the run handles
+by archiving it and starting afresh rather than failing at every launch.
 """
 from __future__ import annotations
 
-import os
+import errno
+import io
+import pickle
 import random
-import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from bnexp import records
+
 CHECKPOINT = "checkpoint.pt"
+
+
+class CheckpointDamaged(ValueError):
+    """checkpoint.pt exists but is not a loadable checkpoint."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -46,14 +57,9 @@ def restore_rng(state: dict[str, Any]) -> None:
 def save(folder: Path, fit_state: dict, tables: dict[str, list[dict]], config_hash: str) -> None:
     """`tables`: the rows of every CSV table of the run so far, by table name."""
     state = {"fit": fit_state, "rng": rng_state(), "tables": tables, "config_hash": config_hash}
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{CHECKPOINT}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, folder / CHECKPOINT)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    serialized = io.BytesIO()  # torch's zip writer turns a failed write (a full disk) into a
+    torch.save(state, serialized)  # RuntimeError; a plain write raises the OSError it is
+    records.write_saved(folder / CHECKPOINT, lambda stream: stream.write(serialized.getbuffer()))
 
 
 def load(folder: Path, config_hash: str) -> Optional[dict]:
@@ -62,7 +68,16 @@ def load(folder: Path, config_hash: str) -> Optional[dict]:
     path = folder / CHECKPOINT
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
+            AttributeError, KeyError, IndexError, OSError) as error:  # a torn or garbled file
+        if isinstance(error, OSError) and error.errno != errno.EINVAL:
+            raise  # cannot be read now (permissions, I/O): not evidence of damage
+        raise CheckpointDamaged(f"{path} is damaged ({type(error).__name__}: "
+                                f"{str(error).splitlines()[0] if str(error) else ''})") from error
+    if not isinstance(state, dict) or not {"fit", "rng", "tables"} <= set(state):
+        raise CheckpointDamaged(f"{path} is not a bnexp checkpoint")
     if state.get("config_hash") != config_hash:
         raise ValueError(f"{path} belongs to config {state.get('config_hash')}, not "
                          f"{config_hash}: move it away to start this run afresh")

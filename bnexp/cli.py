@@ -1,11 +1,14 @@
 """Command-line entry points: thin wrappers that hand a composed config to `run`.
 
-Errors a user can fix (a bad config value, a missing or corrupt dataset file) are printed as
-one line naming the problem and the fix, with a non-zero exit; anything else keeps its full
-traceback (and the run folder keeps it in error.txt).
+Errors a user can fix (a bad config value, a missing or corrupt dataset file, a results
+folder that cannot be written or is full) are printed as one line naming the problem and the
+fix, with a non-zero exit; anything else keeps its full traceback (and the run folder keeps it
+in error.txt). An interrupted sweep (Ctrl-C, SIGTERM, a full disk) prints its closing table
+before that line.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import warnings
@@ -18,17 +21,22 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from bnexp import jobs
-from bnexp.callbacks import Rejected, ResultsNotWritable, SweepFailed
+from bnexp import interrupts, jobs
+from bnexp.callbacks import Rejected, ResultsNotWritable, SweepFailed, close_sweep
 from bnexp.config import ConfigError, register_configs
 from bnexp.identity import register_resolvers
-from bnexp.datasets import DatasetNotFound
+from bnexp.datasets import DatasetContentError, DatasetNotFound
 from bnexp.formats import DatasetFileError
+from bnexp.sweep import FAILING
 
 EXIT_CONFIG = 2  # the command line or config is wrong
 EXIT_FAILED_RUNS = 1  # a sweep finished, but some of its runs failed (its table names them)
 EXIT_DATA = 3  # the dataset is missing or damaged
-EXIT_OUTPUT = 4  # the results folder cannot be written
+EXIT_OUTPUT = 4  # the results folder cannot be written (or the disk is full)
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, the shell's convention
+EXIT_TERMINATED = 143  # SIGTERM: 128 + SIGTERM
+NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}  # with a full disk: exit 4, one line
+RESUME_HINT = "launch the same command again to resume (finished runs are skipped)"
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repository's conf/
 # conf/hydra/launcher/joblib.yaml is deliberately checked against the joblib plugin's schema of
@@ -51,6 +59,8 @@ def train(cfg: DictConfig) -> str:
     print(f"{outcome.status}: {folder}"
           + (f"  test accuracy {accuracy:.4f}" if accuracy is not None else "")
           + (f"  ({outcome.detail})" if outcome.detail else ""), flush=True)
+    if single and outcome.status in FAILING:  # a sweep says so in its table and exit status
+        sys.exit(EXIT_FAILED_RUNS)
     return outcome.status
 
 
@@ -79,7 +89,8 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         try:
-            hydra_entry()
+            with interrupts.sigterm_raises():
+                hydra_entry()
         except Rejected as rejected:  # raised before any run folder exists
             raise rejected.error from None
     except SweepFailed:
@@ -88,10 +99,27 @@ def main() -> None:
         sys.exit(_fail(f"invalid config: {error}", EXIT_CONFIG))
     except (HydraException, OmegaConfBaseException) as error:
         sys.exit(_fail(f"invalid config: {config_error_line(error)}", EXIT_CONFIG))
-    except (DatasetNotFound, DatasetFileError) as error:
+    except (DatasetNotFound, DatasetFileError, DatasetContentError) as error:
         sys.exit(_fail(str(error), EXIT_DATA))
     except ResultsNotWritable as error:
         sys.exit(_fail(str(error), EXIT_OUTPUT))
+    except (KeyboardInterrupt, interrupts.Interrupted, OSError) as error:
+        if isinstance(error, OSError) and not (interrupts.is_storage_full(error)
+                                               or error.errno in NOT_WRITABLE):
+            raise
+        close_sweep()
+        sys.exit(_fail(*_interrupted(error)))
+
+
+def _interrupted(error: BaseException) -> tuple[str, int]:
+    """The line and exit status for a sweep or run stopped from outside."""
+    if isinstance(error, (KeyboardInterrupt, interrupts.Terminated)):
+        code = EXIT_TERMINATED if isinstance(error, interrupts.Terminated) else EXIT_INTERRUPTED
+        return f"{interrupts.interruption(error)}: {RESUME_HINT}", code
+    if isinstance(error, OSError) and error.errno in NOT_WRITABLE:
+        return (f"cannot write the results ({error}): fix the folder's permissions or set "
+                f"results_dir=/a/writable/path, then {RESUME_HINT}"), EXIT_OUTPUT
+    return f"{interrupts.interruption(error)}: free space, then {RESUME_HINT}", EXIT_OUTPUT
 
 
 def _fail(message: str, code: int) -> int:

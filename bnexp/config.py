@@ -10,13 +10,14 @@ line, in the saved config and in every CSV column.
 """
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 class DatasetName(Enum):
@@ -240,8 +241,18 @@ class ConfigError(ValueError):
     """A config value that composes but cannot be run; the message names key and fix."""
 
 
+MODEL_SCHEMAS = {ModelName.mlp: MLPConfig, ModelName.resnet: ResNetConfig}
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject values no type can catch, with one line naming the key and what is allowed."""
+    unknown = unknown_keys(cfg)
+    if unknown:
+        raise ConfigError(f"{unknown[0]} is not a bnexp key (a typo, or added with '+'?): "
+                          "remove it; bnexp --cfg job lists every key")
+    for key, value in _leaves(cfg):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is invalid: expected a finite number")
     checks = [
         (cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "an integer >= 1"),
         (cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "an integer >= 1"),
@@ -293,6 +304,37 @@ def validate(cfg: DictConfig) -> None:
         if not ok:
             raise ConfigError(f"{key}={value} is invalid: expected {allowed}")
     _validate_combinations(cfg)
+
+
+def unknown_keys(cfg: DictConfig) -> list[str]:
+    """Keys of `cfg` that no schema declares (Hydra lets `+key=value` add them even to a
+    structured config); the `hydra` node is Hydra's own."""
+    def walk(node: Any, schema: Any, prefix: str) -> list[str]:
+        declared = {item.name for item in fields(schema)}
+        found = []
+        for key in node.keys():
+            if key == "hydra" and not prefix:
+                continue
+            if key not in declared:
+                found.append(f"{prefix}{key}")
+                continue
+            child = MODEL_SCHEMAS.get(cfg.model.name) if prefix + key == "model" \
+                else getattr(schema, key)
+            if is_dataclass(child) and isinstance(node[key], DictConfig):
+                found += walk(node[key], child, f"{prefix}{key}.")
+        return found
+    return walk(cfg, Config(), "")
+
+
+def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every scalar in the config, lists included, `hydra` excluded."""
+    if isinstance(node, DictConfig):
+        items = [(key, node[key]) for key in node.keys() if prefix or key != "hydra"]
+        return [leaf for key, value in items for leaf in _leaves(value, f"{prefix}{key}.")]
+    if isinstance(node, ListConfig):
+        return [leaf for index, value in enumerate(node)
+                for leaf in _leaves(value, f"{prefix[:-1]}[{index}].")]
+    return [(prefix[:-1], node)]
 
 
 def _validate_combinations(cfg: DictConfig) -> None:

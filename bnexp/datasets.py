@@ -14,6 +14,7 @@ accepted and recorded as not canonical.
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 from bnexp import formats
 
 SYSTEM_DATASETS = Path("/usr/share/datasets")
+DOWNLOAD_LOCK = ".bnexp-download.lock"  # in a download root: one downloader at a time
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -42,6 +44,10 @@ CANONICAL_EXAMPLES = {  # examples in each file of the published datasets
 
 class DatasetNotFound(FileNotFoundError):
     """No folder holds the dataset and it could not be downloaded."""
+
+
+class DatasetContentError(ValueError):
+    """The files are intact but their content cannot be trained on (say, a constant channel)."""
 
 
 @dataclass
@@ -82,8 +88,7 @@ def _torchvision_download(dataset_class_name: str) -> Callable[[Path], None]:
 def _decode_idx(paths: dict[str, Path], info: DatasetInfo) -> tuple[Tensors, list[bool]]:
     tensors, canonical = {}, []
     for role, path in paths.items():
-        content = formats.read_bytes(path)
-        tensors[role] = formats.parse_idx(path, content, ndim=3 if "images" in role else 1)
+        content, tensors[role] = formats.read_idx(path, ndim=3 if "images" in role else 1)
         canonical.append(_check_digest(path, content, info, tensors[role].shape[0]))
     for split in ("train", "test"):
         images, labels = tensors[f"{split}_images"], tensors[f"{split}_labels"]
@@ -94,7 +99,9 @@ def _decode_idx(paths: dict[str, Path], info: DatasetInfo) -> tuple[Tensors, lis
         formats.check_labels(paths[f"{split}_labels"], labels, info.num_classes)
         tensors[f"{split}_images"] = images.unsqueeze(1)
         tensors[f"{split}_labels"] = labels.long()
-    return tuple(tensors[role] for role in IDX_FILES), canonical
+    decoded = tuple(tensors[role] for role in IDX_FILES)
+    check_splits(decoded, paths["train_images"], paths["test_images"])
+    return decoded, canonical
 
 
 def _decode_cifar(paths: dict[str, Path], info: DatasetInfo) -> tuple[Tensors, list[bool]]:
@@ -106,7 +113,20 @@ def _decode_cifar(paths: dict[str, Path], info: DatasetInfo) -> tuple[Tensors, l
     train = [parts[name] for name in CIFAR_TRAIN]
     tensors = (torch.cat([images for images, _ in train]),
                torch.cat([labels for _, labels in train]), *parts["test_batch"])
+    check_splits(tensors, paths[CIFAR_TRAIN[0]], paths["test_batch"])
     return tensors, canonical
+
+
+def check_splits(tensors: Tensors, train_path: Path, test_path: Path) -> None:
+    """Both splits hold examples, and images of one shape."""
+    train_images, _, test_images, _ = tensors
+    for images, path in ((train_images, train_path), (test_images, test_path)):
+        if images.shape[0] == 0:
+            raise formats.DatasetFileError(path, "holds no examples")
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise formats.DatasetFileError(
+            test_path, f"holds images of shape {tuple(test_images.shape[1:])} but the training "
+                       f"images are {tuple(train_images.shape[1:])}")
 
 
 def _check_digest(path: Path, content: bytes, info: DatasetInfo, examples: int) -> bool:
@@ -186,8 +206,13 @@ def locate(info: DatasetInfo, root: Optional[str]) -> tuple[Optional[dict[str, P
 
 
 def load(name: str, root: Optional[str], download: bool) -> Splits:
-    """Find (or fetch) and decode a dataset; every failure names the files and the fix."""
+    """Find (or fetch) and decode a dataset; every failure names the files and the fix. An
+    explicit `data.root` that is not a folder is an error (unless it is to be downloaded
+    into), never silently replaced by the default places."""
     info = DATASETS[name]
+    if root is not None and not download and not Path(root).expanduser().is_dir():
+        raise DatasetNotFound(f"data.root={root} is not a folder: fix the path, or remove "
+                              "data.root to search the default places")
     paths, tried = locate(info, root)
     download_error = None
     if paths is None and download:
@@ -213,12 +238,17 @@ def _decode(name: str, identity: tuple) -> Splits:
 
 
 def _download(info: DatasetInfo, roots: list[Path]) -> Optional[str]:
-    """Fetch into the first writable root; the error text when every attempt failed."""
+    """Fetch into the first writable root; the error text when every attempt failed.
+    Parallel jobs take turns through a lock file in the root, and a job that waited finds
+    the files its predecessor fetched instead of fetching them again."""
     errors = []
     for root in roots:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            info.download(root)
+            with open(root / DOWNLOAD_LOCK, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                if locate(info, str(root))[0] is None:
+                    info.download(root)
             return None
         except Exception as error:  # network, disk, checksum: report them all together
             errors.append(f"{root}: {error}")

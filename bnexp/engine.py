@@ -3,7 +3,11 @@
 The hot path (one SGD step) launches only tensor work: the loss and the count of correct
 predictions are summed on the device, and the host reads them once per `train.log_every`
 steps. A non-finite loss anywhere in an interval makes that interval's sum non-finite, so
-divergence is detected at the next log without a sync per step.
+divergence is detected at the next log without a sync per step. At every epoch end, before
+anything is evaluated or checkpointed, the open interval's loss and every parameter and
+floating buffer are checked too (one sync per epoch): a NaN after the last log row, or one that
+the last update put into the weights, ends the run as diverged and never overwrites the last
+good checkpoint.
 """
 from __future__ import annotations
 
@@ -186,7 +190,7 @@ class Fitter:
         while self.step_count < budget.total_steps:
             self.epoch += 1
             tick = time.perf_counter()
-            diverged = self._epoch(budget, write_rows, on_log, started)
+            diverged = self._epoch(budget, write_rows, on_log, started) or not self._finite()
             self.train_seconds += time.perf_counter() - tick
             self._flush_probes(write_rows)
             if diverged:
@@ -222,6 +226,13 @@ class Fitter:
             if self.step_count == budget.total_steps:
                 break
         return False
+
+    def _finite(self) -> bool:
+        """The open interval's loss, every parameter and every floating buffer are finite."""
+        tensors = [self.meter.loss, *self.model.parameters(),
+                   *(buffer for buffer in self.model.buffers() if buffer.is_floating_point())]
+        with torch.no_grad():
+            return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
     def _flush_probes(self, write_rows: TableWriter) -> None:
         for probe in self.probes:

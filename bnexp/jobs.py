@@ -3,16 +3,25 @@
 Every launcher (local, joblib, SLURM) calls `execute` for each job. Under the run's lock it
 reads the folder's record and decides by `rerun`:
 
-    record            rerun=missing     rerun=failed      rerun=all
-    none              run               run               run
-    checkpoint only   resume            resume            resume
-    completed         skip              skip              run again
-    diverged          skip              skip              run again
-    failed            skip              run again         run again
+    record                 rerun=missing     rerun=failed      rerun=all
+    none                   run               run               run
+    checkpoint only        resume            resume            resume
+    completed              skip              skip              run again
+    diverged               skip              skip              run again
+    failed                 skip              run again         run again
+    summary damaged        resume            resume            resume
+    summary unreadable     report, no touch  report, no touch  report, no touch
 
-A record that is run again is first moved to `history/<time>/`; nothing finished is deleted.
-A job never lets an exception escape into a sweep: it records it and reports `failed`
-(KeyboardInterrupt is recorded and re-raised, so Ctrl-C still stops a sweep).
+"checkpoint only" is also what an interrupted run leaves (see bnexp.interrupts). A record that
+is run again, and a damaged summary.json (not JSON, no status), is first moved to
+`history/<time>/`; resuming a finished run from its final checkpoint rebuilds its summary
+without training a step. A summary that exists but cannot be read now (permissions, a
+network filesystem) is reported as `unreadable` and left alone: nothing finished is retrained
+because of a transient error. Nothing of a record is ever deleted.
+
+A job never lets a failure escape into a sweep: it records it and reports `failed`. An
+interruption is reported and re-raised, so Ctrl-C, SIGTERM, a full disk or a SLURM requeue
+stop the sweep (or the SLURM task) at once.
 """
 from __future__ import annotations
 
@@ -21,7 +30,6 @@ import logging
 import os
 import traceback
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,6 +37,7 @@ from omegaconf import DictConfig
 
 from bnexp import checkpoint, records
 from bnexp.config import Rerun
+from bnexp.interrupts import escalated, interruption
 from bnexp.lock import RunBusy, RunLock
 from bnexp.run import run
 
@@ -41,53 +50,50 @@ RERUN_WHEN = {Rerun.missing: set(), Rerun.failed: {"failed"},
 
 @dataclass
 class Outcome:
-    status: str  # completed | diverged | failed | skipped | busy
+    status: str  # one of sweep.STATUSES
     folder: str
     detail: str = ""
     final_test_accuracy: Optional[float] = None
 
 
-def recorded_status(folder: Path) -> Optional[str]:
-    """The status in the folder's summary.json; None when there is none."""
-    try:
-        return json.loads((folder / records.SUMMARY).read_text()).get("status", "unreadable")
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return "unreadable"
-
-
-def archive(folder: Path) -> Path:
-    """Move the folder's record into history/<UTC time>/ so that a rerun starts clean."""
-    target = folder / "history" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    target.mkdir(parents=True)
+def record_files(folder: Path) -> list[str]:
+    """The files that make up the folder's run record (what a rerun archives)."""
     tables = [path.name for path in folder.glob("*.csv")]  # metrics and probe tables
-    for name in (records.SUMMARY, records.ERROR, checkpoint.CHECKPOINT, *tables):
-        if (folder / name).exists():
-            os.replace(folder / name, target / name)
-    return target
+    return [records.SUMMARY, records.ERROR, checkpoint.CHECKPOINT, *tables]
 
 
 def execute(cfg: DictConfig, folder: Path, raise_errors: bool, threads: Optional[int] = None
             ) -> Outcome:
     """Run, resume or skip the run in `folder` with `threads` CPU threads; `raise_errors`
-    re-raises a failure (single runs), otherwise it is recorded and reported (sweeps go on)."""
+    re-raises a failure (single runs), otherwise it is recorded and reported (sweeps go on).
+    Interruptions are reported and always re-raised."""
     try:
         with RunLock(folder) as lock:
-            status = recorded_status(folder)
-            if status in FINISHED | {"failed"} and status not in RERUN_WHEN[cfg.rerun]:
-                return _report(Outcome("skipped", str(folder), f"already {status}"))
+            leftovers = records.remove_leftovers(folder)
+            if leftovers:
+                log.info("removed temporary files of an interrupted write: %s",
+                         ", ".join(leftovers))
+            try:
+                status = _prepare(cfg, folder)
+            except records.SummaryUnreadable as error:
+                return _report(Outcome("unreadable", str(folder),
+                                       f"{error}: fix access and launch again"))
             if status is not None:
-                log.info("rerun=%s: earlier record moved to %s", cfg.rerun.value, archive(folder))
+                return _report(Outcome("skipped", str(folder), f"already {status}"))
             log.info("training starts in %s%s", folder,
                      " (resuming from its checkpoint)" if (folder / checkpoint.CHECKPOINT).exists()
                      else "")
             try:
-                summary = run(cfg, folder, heartbeat=lock.heartbeat, threads=threads)
-            except KeyboardInterrupt:
-                _report(Outcome("failed", str(folder), "interrupted"))
-                raise
+                summary = run(cfg, folder, guard=lock.ensure_owned, threads=threads)
             except BaseException as error:  # SystemExit from training code included
+                reason = interruption(error)
+                if reason is not None:
+                    log.warning("%s: %s; the next launch resumes it from its last checkpoint",
+                                folder, reason)
+                    _report(Outcome("interrupted", str(folder), reason))
+                    if escalated(error) is not error:
+                        raise escalated(error)
+                    raise
                 log.error("run failed: %s\n%s", folder, traceback.format_exc())
                 if raise_errors:
                     raise
@@ -96,6 +102,29 @@ def execute(cfg: DictConfig, folder: Path, raise_errors: bool, threads: Optional
         return _report(Outcome("busy", str(folder), str(busy)))
     return _report(Outcome(summary["status"], str(folder),
                            final_test_accuracy=summary.get("final_test_accuracy")))
+
+
+def _prepare(cfg: DictConfig, folder: Path) -> Optional[str]:
+    """Read the record and make way for a (re)run: the recorded status when the run is to
+    be skipped, None when it is to run or resume (an earlier record archived as needed)."""
+    try:
+        summary = records.read_summary(folder)
+        if summary is not None and summary["status"] not in FINISHED | {"failed"}:
+            raise records.SummaryDamaged(f"{folder / records.SUMMARY} holds the unknown "
+                                         f"status {summary['status']!r}")
+    except records.SummaryDamaged as damaged:
+        kept = records.archive(folder, [records.SUMMARY])
+        log.warning("%s; moved to %s, the run resumes from its checkpoint (if it has one)",
+                    damaged, kept)
+        return None
+    if summary is None:
+        return None
+    status = summary["status"]
+    if status not in RERUN_WHEN[cfg.rerun]:
+        return status
+    log.info("rerun=%s: earlier record moved to %s", cfg.rerun.value,
+             records.archive(folder, record_files(folder)))
+    return None
 
 
 def _report(outcome: Outcome) -> Outcome:

@@ -1,9 +1,10 @@
 """The run folder: metrics.csv appended as training goes, summary.json written last.
 
 Files a reader may see at any moment are whole: metrics rows are flushed one line at a time
-and `summary.json` / `error.txt` are written to a temporary file and renamed over the target
-(`os.replace` is atomic on POSIX), so a crash never leaves a half-written summary and never a
-summary that says completed.
+and `summary.json` / `error.txt` / `checkpoint.pt` are written to a temporary file, fsynced,
+renamed over the target (`os.replace` is atomic on POSIX) and the folder fsynced, so neither
+a crash nor a power cut leaves a half-written summary, and never a summary that says
+completed. `summary.json` is strict JSON: a non-finite number is written as null.
 """
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import csv
 import functools
 import io
 import json
+import math
 import os
 import platform
 import socket
 import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -27,21 +30,93 @@ METRIC_COLUMNS = ["step", "epoch", "examples", "split", "loss", "accuracy", "lr"
 SUMMARY = "summary.json"
 METRICS = "metrics.csv"
 ERROR = "error.txt"
+HISTORY = "history"  # earlier records of the run, one folder per archiving
+TEMPORARY_SUFFIX = ".tmp"  # write_save's temporary files: `.<name>.<random>.tmp`
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class SummaryUnreadable(OSError):
+    """summary.json exists but cannot be read now (permissions, a network filesystem)."""
+
+
+class SummaryDamaged(ValueError):
+    """summary.json is not a run summary (truncated or edited: not JSON, or no status)."""
+
+
+def write_saved(path: Path, save: Callable[[Any], None]) -> None:
+    """Call `save(stream)` on a temporary binary file beside `path`, make it durable and rename
+    it over `path`: readers see the old file or the new one, never a part, also after a power
+    cut. The temporary file is removed when anything fails."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=TEMPORARY_SUFFIX)
     try:
         os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide records from other users
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            save(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through `write_saved`."""
+    write_saved(path, lambda stream: stream.write(text.encode()))
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename inside `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some filesystems refuse fsync on a folder; the rename is still atomic
+    finally:
+        os.close(descriptor)
+
+
+def remove_leftovers(folder: Path) -> list[str]:
+    """Delete the temporary files of writes that a kill interrupted; call with the run lock
+    held (nobody else writes then). Returns their names."""
+    leftovers = sorted(folder.glob(f".*{TEMPORARY_SUFFIX}"))
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return [path.name for path in leftovers]
+
+
+def archive(folder: Path, names: list[str]) -> Path:
+    """Move the named files of the run folder (those present) into `history/<UTC time>/`;
+    nothing of a record is ever deleted."""
+    target = folder / HISTORY / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target.mkdir(parents=True)
+    for name in names:
+        if (folder / name).exists():
+            os.replace(folder / name, target / name)
+    return target
+
+
+def read_summary(folder: Path) -> Optional[dict[str, Any]]:
+    """The folder's summary, or None when it has none. Raises `SummaryUnreadable` when the
+    file cannot be read now and `SummaryDamaged` when its content is not a summary."""
+    path = folder / SUMMARY
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SummaryUnreadable(f"{path} cannot be read ({error})") from error
+    try:
+        summary = json.loads(text)
+    except ValueError as error:
+        raise SummaryDamaged(f"{path} is not valid JSON ({error})") from error
+    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):
+        raise SummaryDamaged(f"{path} holds no run status")
+    return summary
 
 
 class TableLog:
@@ -99,8 +174,30 @@ def provenance(device: torch.device) -> dict[str, Any]:
     }
 
 
+def recorded_status(folder: Path) -> Optional[str]:
+    """The status in the folder's summary.json; None when there is none, "unreadable" when
+    it cannot be read or is damaged."""
+    try:
+        summary = read_summary(folder)
+    except (SummaryUnreadable, SummaryDamaged):
+        return "unreadable"
+    return None if summary is None else summary["status"]
+
+
 def write_summary(folder: Path, summary: dict[str, Any]) -> None:
-    write_atomic(folder / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(finite_or_null(summary), indent=2, sort_keys=True, allow_nan=False)
+    write_atomic(folder / SUMMARY, text + "\n")
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` with every NaN or infinity (at any depth) replaced by None: strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    return value
 
 
 def write_error(folder: Path, text: str) -> None:

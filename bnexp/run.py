@@ -2,6 +2,7 @@
 everything it calls takes its own slice."""
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -16,9 +17,11 @@ from bnexp.config import flatten, validate
 from bnexp.engine import FitResult, Fitter, evaluate
 from bnexp.eval_modes import split_name
 from bnexp.identity import config_hash, run_id
+from bnexp.interrupts import escalated, interruption
 from bnexp.probes import ACTIVATION_COLUMNS, GRADIENT_COLUMNS
 from bnexp.session import Session, build_session
 
+log = logging.getLogger(__name__)
 TABLES = {  # name -> (file, columns); metrics always, probe tables when their probe is on
     "metrics": (records.METRICS, records.METRIC_COLUMNS),
     "activations": ("activations.csv", ACTIVATION_COLUMNS),
@@ -26,13 +29,16 @@ TABLES = {  # name -> (file, columns); metrics always, probe tables when their p
 }
 
 
-def run(cfg: DictConfig, folder: Path, heartbeat: Callable[[], None] = lambda: None,
+def run(cfg: DictConfig, folder: Path, guard: Callable[[], None] = lambda: None,
         threads: Optional[int] = None) -> dict[str, Any]:
     """Train one run into `folder`, resuming from its checkpoint when it has one; returns
-    the summary also written to summary.json. `heartbeat` is called at every log row;
+    the summary also written to summary.json. `guard` is called before every write to the
+    record (it raises `interrupts.LockLost` once another launcher owns the folder);
     `threads` (CPU threads) defaults to `train.threads`.
 
-    Any exception is recorded (status failed, error.txt) and re-raised.
+    The run's own exceptions are recorded (status failed, error.txt) and re-raised. An
+    interruption (Ctrl-C, SIGTERM, a SLURM requeue, a full disk; see bnexp.interrupts)
+    writes no terminal record: the checkpoint stays and the next launch resumes from it.
     """
     validate(cfg)
     if (folder / records.SUMMARY).exists():
@@ -40,7 +46,7 @@ def run(cfg: DictConfig, folder: Path, heartbeat: Callable[[], None] = lambda: N
                               "output folder (hydra.run.dir=...) instead of overwriting it")
     folder.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
-    resume = checkpoint.load(folder, config_hash(cfg))
+    resume = _resume_state(folder, config_hash(cfg))
     base = {"config": flatten(cfg), "config_hash": config_hash(cfg), "run_id": run_id(cfg),
             "started_at": started.isoformat(timespec="seconds"),
             "resumed_from_step": resume["fit"]["progress"]["step"] if resume else None}
@@ -48,20 +54,48 @@ def run(cfg: DictConfig, folder: Path, heartbeat: Callable[[], None] = lambda: N
     try:
         session = build_session(cfg, threads)
         tables = _open_tables(folder, session, resume)
-        result = _fit(cfg, folder, session, tables, resume, heartbeat)
+        result = _fit(cfg, folder, session, tables, resume, guard)
         summary = {**base, **_summarize(session, result, tables["metrics"].rows, cfg)}
+        summary["wall_seconds"] = _since(started)
+        guard()
+        records.write_summary(folder, summary)
     except BaseException as error:
-        records.write_error(folder, traceback.format_exc())
-        records.write_summary(folder, {**base, "status": "failed",
-                                       "error": f"{type(error).__name__}: {error}",
-                                       "wall_seconds": _since(started)})
+        if interruption(error) is None:
+            _record_failure(folder, base, error, started, guard)
+        elif escalated(error) is not error:
+            raise escalated(error)
         raise
     finally:
         for table in tables.values():
             table.close()
-    summary["wall_seconds"] = _since(started)
-    records.write_summary(folder, summary)
     return summary
+
+
+def _record_failure(folder: Path, base: dict, error: BaseException, started: datetime,
+                    guard: Callable[[], None]) -> None:
+    """status failed with the traceback; a failure that cannot be recorded (full disk)
+    becomes an interruption, so the next launch runs it again rather than losing it."""
+    try:
+        guard()
+        records.write_error(folder, traceback.format_exc())
+        records.write_summary(folder, {**base, "status": "failed",
+                                       "error": f"{type(error).__name__}: {error}",
+                                       "wall_seconds": _since(started)})
+    except OSError as write_error:
+        if interruption(write_error) is None:
+            raise
+        raise escalated(write_error)
+
+
+def _resume_state(folder: Path, config_hash: str) -> Optional[dict]:
+    """The checkpoint to resume from; a damaged one is moved to history/ with a warning and
+    the run starts from step 0 (it would otherwise fail at every launch)."""
+    try:
+        return checkpoint.load(folder, config_hash)
+    except checkpoint.CheckpointDamaged as damaged:
+        kept = records.archive(folder, [checkpoint.CHECKPOINT])
+        log.warning("%s; moved to %s, the run starts again from step 0", damaged, kept)
+        return None
 
 
 def _since(started: datetime) -> float:
@@ -77,19 +111,20 @@ def _open_tables(folder: Path, session: Session, resume: Optional[dict]
 
 
 def _fit(cfg: DictConfig, folder: Path, session: Session, tables: dict[str, records.TableLog],
-         resume: Optional[dict], heartbeat: Callable[[], None]) -> FitResult:
+         resume: Optional[dict], guard: Callable[[], None]) -> FitResult:
     fitter, budget = session.fitter, session.budget
     if resume:
         fitter.load_state_dict(resume["fit"])
         checkpoint.restore_rng(resume["rng"])
 
     def write_rows(name: str, rows: list[dict]) -> None:
+        guard()
         tables[name].write(rows)
-        heartbeat()
 
     def save_checkpoint(state: Fitter) -> None:
         every = cfg.train.checkpoint_every
         if every and (state.epoch % every == 0 or state.step_count == budget.total_steps):
+            guard()
             checkpoint.save(folder, state.state_dict(),
                             {name: table.rows for name, table in tables.items()}, config_hash(cfg))
 

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from bnexp import datasets
-from bnexp.config import Compile, ConfigError, DataConfig, Device, Trainable
+from bnexp.config import Compile, ConfigError, DataConfig, Device, TrainConfig, Trainable
 from bnexp.engine import Budget, Fitter, autocast_for
 from bnexp.eval_modes import evaluate_modes
 from bnexp.loader import Normalizer, TrainBatches, balanced_subset, to_device
@@ -42,8 +42,21 @@ def resolve_device(choice: Device) -> torch.device:
     return torch.device(choice.value)
 
 
-def place_data(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
-    """Decode the dataset, pick the training subset, and move both splits to `device`."""
+def check_device(cfg: TrainConfig) -> torch.device:
+    """The training device, refusing what this machine cannot run (before any folder)."""
+    device = resolve_device(cfg.device)
+    if cfg.amp and device.type != "cuda":
+        raise ConfigError(f"train.amp=true needs CUDA but this run uses {device}: "
+                          "set train.amp=false")
+    return device
+
+
+def load_splits(cfg: DataConfig, batch_size: int) -> tuple[datasets.Splits, Optional[torch.Tensor]]:
+    """The decoded dataset and the indices of the training subset (None: all of it), after
+    every check that needs the data itself: the subset and the batch fit in the training
+    set, and no input channel is constant (its std of 0 would make every input NaN). Run
+    before any run folder exists (bnexp.callbacks) and again by the run; decoding is cached
+    per process."""
     splits = datasets.load(cfg.name.value, cfg.root, cfg.download)
     available = splits.train_labels.shape[0]
     subset = None
@@ -52,6 +65,24 @@ def place_data(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
             raise ConfigError(f"data.train_subset={cfg.train_subset} exceeds the {available} "
                               f"training examples of {cfg.name.value}: lower it or use null")
         subset = balanced_subset(splits.train_labels, cfg.train_subset, cfg.subset_seed)
+    examples = available if subset is None else len(subset)
+    if batch_size > examples:
+        raise ConfigError(f"train.batch_size={batch_size} exceeds the {examples} training "
+                          "examples: lower the batch size or raise data.train_subset")
+    images = splits.train_images if subset is None else splits.train_images[subset]
+    channels = images.transpose(0, 1).reshape(images.shape[1], -1)
+    constant = (channels.amin(dim=1) == channels.amax(dim=1)).nonzero().flatten().tolist()
+    if constant:
+        raise datasets.DatasetContentError(
+            f"{splits.folder}: input channel {constant[0]} of the training images is constant, "
+            "so it cannot be standardised (std 0): use a dataset (or data.train_subset) whose "
+            "images vary")
+    return splits, subset
+
+
+def place_data(cfg: DataConfig, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """Decode the dataset, pick the training subset, and move both splits to `device`."""
+    splits, subset = load_splits(cfg, batch_size)
     train = to_device(splits.train_images, splits.train_labels, device, subset)
     test = to_device(splits.test_images, splits.test_labels, device)
     rescored = train if len(train) <= TRAIN_EVAL_EXAMPLES else to_device(
@@ -60,8 +91,6 @@ def place_data(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
     return {"train": train, "test": test, "train_eval": rescored,
             "normalize": Normalizer(train.images), "folder": str(splits.folder),
             "checksum": splits.checksum}
-
-
 
 
 @dataclass
@@ -79,15 +108,12 @@ class Session:
 
 
 def build_session(cfg: DictConfig, threads: Optional[int]) -> Session:
-    device = resolve_device(cfg.train.device)
-    if cfg.train.amp and device.type != "cuda":
-        raise ConfigError(f"train.amp=true needs CUDA but this run uses {device}: "
-                          "set train.amp=false")
+    device = check_device(cfg.train)
     threads = threads if threads is not None else cfg.train.threads
     if threads is not None:
         torch.set_num_threads(threads)
     seed_everything(cfg.seed)
-    data = place_data(cfg.data, device)
+    data = place_data(cfg.data, cfg.train.batch_size, device)
     model, norms = build_model(cfg.model, cfg.norm, tuple(data["train"].images.shape[1:]),
                                datasets.DATASETS[cfg.data.name.value].num_classes)
     channels_last = device.type == "cuda" and cfg.model.name.value == "resnet"

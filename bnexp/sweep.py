@@ -5,6 +5,10 @@ The jobs are expanded exactly as Hydra's basic sweeper does (its own `split_argu
 checked like a single run. Jobs report their outcomes to a launch log (`jobs.LAUNCH_LOG_ENV`),
 which works for every launcher because the log lives in the study folder and the variable is
 inherited by local processes, joblib workers and SLURM jobs alike.
+
+The closing table never depends on the launch log alone: a line torn by concurrent appends
+is skipped, and a run without a report is counted from its own record (`summary.json`),
+so a failed run is never hidden and the sweep's exit status stays right.
 """
 from __future__ import annotations
 
@@ -20,8 +24,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from bnexp.identity import run_id, study_dir
+from bnexp.records import recorded_status
 
-STATUSES = ["completed", "diverged", "failed", "skipped", "busy"]
+STATUSES = ["completed", "diverged", "failed", "interrupted", "unreadable", "skipped", "busy"]
+FAILING = {"failed", "unreadable"}  # statuses that make a sweep exit non-zero
+RECORDED = {"completed", "diverged", "failed", "unreadable"}  # what a run folder can say
 
 
 def expand_jobs(sweep_cfg: DictConfig) -> list[list[str]]:
@@ -48,20 +55,58 @@ def open_launch_log(study: Path) -> Path:
     return path
 
 
-def read_launch_log(path: Path) -> list[dict]:
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [json.loads(line) for line in lines if line.strip()]
+def read_launch_log(path: Path) -> tuple[list[dict], int]:
+    """The outcomes reported so far, and how many lines could not be read (torn)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        lines = []
+    outcomes, torn = [], 0
+    for line in filter(str.strip, lines):
+        try:
+            outcome = json.loads(line)
+        except ValueError:
+            torn += 1
+            continue
+        if isinstance(outcome, dict) and {"status", "folder"} <= set(outcome):
+            outcomes.append({"detail": "", **outcome})
+        else:
+            torn += 1
+    return outcomes, torn
 
 
-def outcome_table(outcomes: list[dict], expected: int) -> str:
-    """Counts by status, the failed and busy folders, and jobs that never reported."""
+def closing_table(launch_log: Path, folders: list[Path]) -> tuple[str, bool]:
+    """The sweep's table and whether it failed (a run failed, or its record is unreadable).
+
+    `folders` are the sweep's run folders; one that reported nothing is counted by its own
+    record when it has one, else as "no report"."""
+    outcomes, torn = read_launch_log(launch_log)
+    reported = {outcome["folder"] for outcome in outcomes}
+    unreported = 0
+    for folder in dict.fromkeys(str(folder) for folder in folders):
+        if folder in reported:
+            continue
+        status = recorded_status(Path(folder))
+        if status in RECORDED:
+            outcomes.append({"status": status, "folder": folder,
+                             "detail": "no launch report; counted from its record"})
+        else:
+            unreported += 1
+    table = outcome_table(outcomes, unreported, torn)
+    return table, any(outcome["status"] in FAILING for outcome in outcomes)
+
+
+def outcome_table(outcomes: list[dict], unreported: int, torn: int = 0) -> str:
+    """Counts by status, the folders that need attention, and jobs that never reported."""
     counts = Counter(outcome["status"] for outcome in outcomes)
     lines = ["", "sweep summary", "-------------"]
-    lines += [f"{status:<10} {counts.get(status, 0):>5}" for status in STATUSES]
-    missing = expected - len(outcomes)
-    if missing > 0:
-        lines.append(f"{'no report':<10} {missing:>5}   (killed, or still running elsewhere)")
-    for status in ("failed", "busy"):
+    lines += [f"{status:<11} {counts.get(status, 0):>5}" for status in STATUSES]
+    if unreported > 0:
+        lines.append(f"{'no report':<11} {unreported:>5}   (not run yet, killed, or still "
+                     "running elsewhere)")
+    if torn:
+        lines.append(f"({torn} unreadable line(s) in the launch log were skipped)")
+    for status in ("failed", "unreadable", "interrupted", "busy"):
         for outcome in outcomes:
             if outcome["status"] == status:
                 lines.append(f"{status}: {outcome['folder']}  {outcome['detail']}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster on this machine, for `hydra/launcher=slurm` and its tests:
-# Debian's slurm-wlm and munge, slurmctld + slurmd on localhost, accounting off. Needs root.
+# Debian's slurm-wlm and munge, slurmctld + slurmd listening on loopback only (127.0.0.1),
+# accounting off, requeued jobs eligible again after 10 s (SLURM's default is 120). Needs root.
 #   bash scripts/slurm_local.sh [start]   install if needed, configure, start, wait until idle
 #   bash scripts/slurm_local.sh stop      stop the daemons
 #   bash scripts/slurm_local.sh status    sinfo
@@ -15,7 +16,8 @@ need_root() { [ "$(id -u)" -eq 0 ] || { echo "slurm_local.sh: run as root" >&2; 
 start_munge() {
   if [ ! -s /etc/munge/munge.key ]; then
     mkdir -p /etc/munge
-    dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+    # created unreadable to others from its first byte, not chmod'ed afterwards
+    (umask 0277 && dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none)
   fi
   mkdir -p /etc/munge /var/log/munge /run/munge /var/lib/munge
   chown -R munge:munge /etc/munge /var/log/munge /run/munge /var/lib/munge
@@ -31,9 +33,11 @@ write_conf() {
   mkdir -p /etc/slurm "$STATE/ctld" "$STATE/d" "$STATE/log"
   cat > "$CONF" <<CONFEOF
 ClusterName=bnexp
-SlurmctldHost=$HOST
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=10
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SchedulerType=sched/backfill
@@ -46,7 +50,7 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-NodeName=$HOST CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONFEOF
 }
@@ -55,8 +59,8 @@ case "$ACTION" in
   start)
     need_root
     if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
-      apt-get update -qq >/dev/null
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+      source "$(dirname "$0")/apt_get.sh"
+      apt_get update -qq && apt_get install -y -qq slurm-wlm munge
     fi
     start_munge
     write_conf

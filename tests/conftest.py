@@ -3,6 +3,7 @@ on-disk formats (dataset_files.py, independently of bnexp's readers), and the re
 command."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from dataset_files import write_cifar_dataset, write_idx_dataset
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 BNEXP = Path(sys.executable).parent / "bnexp"
+INJECT_FAULTS = Path(__file__).with_name("inject_faults.py")
 
 
 def compose_config(*overrides: str) -> DictConfig:
@@ -47,6 +49,14 @@ def run_bnexp(*args: str, cwd: Path, env: Optional[dict] = None, timeout: int = 
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([str(BNEXP), *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_injected(fault, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`bnexp <args>` with a fault injected (tests/inject_faults.py lists them)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, str(INJECT_FAULTS), json.dumps(fault), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def run_folders(results: Path) -> list[Path]:

@@ -112,6 +112,7 @@ def test_search_order_root_env_cache_system(tmp_path, monkeypatch):
     write_idx_dataset(tmp_path / "cache" / "bnexp" / "MNIST" / "raw", train=20, test=10)
     write_idx_dataset(tmp_path / "env" / "mnist", train=30, test=10)
     assert len(datasets.load("mnist", None, download=False).train_labels) == 30  # env before cache
+    (tmp_path / "nothing").mkdir()  # an empty data.root: the later roots are searched
     assert len(datasets.load("mnist", str(tmp_path / "nothing"), False).train_labels) == 30
     write_idx_dataset(tmp_path / "root", train=40, test=10)  # files directly in data.root
     assert len(datasets.load("mnist", str(tmp_path / "root"), False).train_labels) == 40
@@ -120,6 +121,7 @@ def test_search_order_root_env_cache_system(tmp_path, monkeypatch):
 def test_missing_dataset_lists_paths_and_both_fixes(tmp_path, monkeypatch):
     monkeypatch.delenv("BNEXP_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "mine").mkdir()
     with pytest.raises(datasets.DatasetNotFound) as caught:
         datasets.load("mnist", str(tmp_path / "mine"), download=False)
     message = str(caught.value)
@@ -148,3 +150,25 @@ def test_real_fashion_mnist_is_verified(fashion_mnist):
     assert splits.test_images.shape == (10000, 1, 28, 28)
     assert torch.bincount(splits.train_labels).tolist() == [6000] * 10
     assert splits.checksum == "verified"
+
+
+def test_parallel_downloads_take_turns_and_the_second_finds_the_files(tmp_path):
+    """Two jobs with data.download=true: the second waits on the first's lock, then finds
+    the files it fetched instead of fetching them again."""
+    import threading
+
+    calls, results, waiters = [], [], []
+
+    def fetch(root):
+        calls.append(root)
+        waiter = threading.Thread(target=lambda: results.append(datasets._download(info, [root])))
+        waiters.append(waiter)
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive()  # blocked on the lock while this download is under way
+        write_idx_dataset(root / "mnist", train=20, test=10)
+
+    info = datasets.DatasetInfo(**{**datasets.DATASETS["mnist"].__dict__, "download": fetch})
+    assert datasets._download(info, [tmp_path / "cache"]) is None
+    waiters[0].join(timeout=30)
+    assert results == [None] and calls == [tmp_path / "cache"]  # fetched once

@@ -20,7 +20,7 @@ from bnexp.report.build import Options, build_report
 from bnexp.report.collect import collect
 from bnexp.report.diagnostics import eval_mode_summary
 from bnexp.report.stats import detect_factors
-from conftest import run_bnexp
+from conftest import run_bnexp, run_injected
 
 T_975 = {2: 4.302652729911275, 3: 3.182446305284263}  # Student t quantiles, from tables
 
@@ -214,8 +214,9 @@ def test_report_cli_and_module_entry(real_sweep, tmp_path, fashion_mnist):
 
 
 def test_sweep_with_report_true_writes_it_even_when_a_run_failed(tmp_path, idx_root):
-    result = run_bnexp("-m", "data.train_subset=60,500", "data=mnist", f"data.root={idx_root}",
-                       "train.batch_size=16", "train.epochs=1", "report=true", cwd=tmp_path)
+    result = run_injected({"kind": "fail", "seed": 1}, "-m", "seed=0,1", "data=mnist",
+                          f"data.root={idx_root}", "train.batch_size=16", "train.epochs=1",
+                          "report=true", cwd=tmp_path)
     assert result.returncode == 1
     assert (tmp_path / "results" / "adhoc" / "report" / "report.html").exists()
     runs = pd.read_csv(tmp_path / "results" / "adhoc" / "report" / "runs.csv")
@@ -265,3 +266,43 @@ def test_heatmap_and_seed_curves_from_a_batch_by_lr_grid(tmp_path):
     seed_lines = [line for axis in accuracy_panels for line in axis.lines
                   if line.get_linewidth() == 0.6]
     assert len(seed_lines) == 7  # every completed seed drawn (--seeds), 8 runs less 1 diverged
+
+
+def test_page_escapes_cells_links_and_figure_names(tmp_path):
+    """Parsed back by the standard library's HTML parser: every name and cell arrives as the
+    text it was, no tag or attribute is injected, and each link leads to the named file."""
+    from urllib.parse import unquote
+
+    from bnexp.report import page
+
+    name = 'fig" onmouseover="alert(1) #1'
+    (tmp_path / f"{name}.png").write_bytes(b"not really a png")
+    link = 'runs/a b#"<c>?'
+    blocks = [page.Table(["a|b", "c"], [["x|y", "<script>alert(2)</script>"]], {(0, 0): link}),
+              page.Figure(name, 'caption "quoted" <b>')]
+
+    class Reader(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.hrefs, self.cells, self.in_cell = [], [], [], False
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self.hrefs += [value for key, value in attrs if key == "href"]
+            assert all(key in {"href", "alt", "src", "lang", "charset"} for key, _ in attrs)
+            self.in_cell = tag == "td" or (self.in_cell and tag == "a")
+
+        def handle_endtag(self, tag):
+            self.in_cell = self.in_cell and tag != "td"
+
+        def handle_data(self, data):
+            if self.in_cell:
+                self.cells.append(data)
+
+    reader = Reader()
+    reader.feed(page.html_page(blocks, "t", tmp_path))
+    assert "script" not in reader.tags and "b" not in reader.tags
+    assert [unquote(href) for href in reader.hrefs] == [link, f"{name}.svg"]
+    assert reader.cells == ["x|y", "<script>alert(2)</script>"]
+    markdown = page.markdown(blocks)
+    assert "x\\|y" in markdown  # a '|' in a cell does not split the Markdown row

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BNEXP, run_bnexp, run_folders
+from conftest import BNEXP, run_bnexp, run_folders, run_injected
 
 SMALL = ["train.batch_size=16", "train.log_every=3"]
 
@@ -37,6 +38,13 @@ def metric_rows(folder: Path) -> list[dict]:
 def training_starts(folder: Path) -> int:
     """How many times a job began training in this folder (bnexp.log keeps every attempt)."""
     return (folder / "bnexp.log").read_text().count("training starts")
+
+
+def table_count(stdout: str, status: str) -> int:
+    """The count of `status` in the sweep's closing table."""
+    match = re.search(rf"^{status} +(\d+)$", stdout, re.MULTILINE)
+    assert match, f"no {status} row in:\n{stdout}"
+    return int(match.group(1))
 
 
 def without_clock(rows: list[dict]) -> list[dict]:
@@ -103,7 +111,7 @@ def test_sweep_killed_mid_way_completes_on_rerun_without_repeating(tmp_path, idx
 
     second = run_bnexp(*args, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert f"skipped        {len(finished_before)}" in second.stdout
+    assert table_count(second.stdout, "skipped") == len(finished_before)
     done = summaries(results)
     assert len(done) == 6 and all(s["status"] == "completed" for s in done.values())
     for name, mtime in finished_before.items():  # finished runs were not run again
@@ -115,26 +123,27 @@ def test_sweep_killed_mid_way_completes_on_rerun_without_repeating(tmp_path, idx
             assert steps == sorted(set(steps)) and steps[-1] == 6 * 7
 
     third = run_bnexp(*args, cwd=tmp_path)
-    assert third.returncode == 0 and "skipped        6" in third.stdout
+    assert third.returncode == 0 and table_count(third.stdout, "skipped") == 6
     print(f"kill-and-rerun wall time: {time.perf_counter() - started:.1f} s")
 
 
-def test_one_failing_config_does_not_stop_the_sweep(tmp_path, idx_root):
-    # 500 examples exceed the 120 on disk: valid config, failure at run time
-    result = run_bnexp("-m", "data.train_subset=60,500,100", *data_args(idx_root), *SMALL,
-                       "train.epochs=1", cwd=tmp_path)
+def test_one_failing_run_does_not_stop_the_sweep(tmp_path, idx_root):
+    # seed 1 raises while it builds: a failure of the run's own, at run time
+    args = ["-m", "seed=0,1,2", *data_args(idx_root), *SMALL, "train.epochs=1"]
+    result = run_injected({"kind": "fail", "seed": 1}, *args, cwd=tmp_path)
     assert result.returncode == 1
-    assert "completed      2" in result.stdout and "failed         1" in result.stdout
+    assert table_count(result.stdout, "completed") == 2
+    assert table_count(result.stdout, "failed") == 1
     runs = summaries(tmp_path / "results")
     [failed] = [name for name, s in runs.items() if s["status"] == "failed"]
     assert f"failed: {tmp_path / 'results' / 'adhoc' / failed}" in result.stdout
     folder = tmp_path / "results" / "adhoc" / failed
-    assert "exceeds the 120 training examples" in (folder / "error.txt").read_text()
+    assert "injected failure for seed 1" in (folder / "error.txt").read_text()
     assert "Traceback" in (folder / "bnexp.log").read_text()
 
-    again = run_bnexp("-m", "data.train_subset=60,500,100", *data_args(idx_root), *SMALL,
-                      "train.epochs=1", "rerun=failed", cwd=tmp_path)
-    assert "skipped        2" in again.stdout and "failed         1" in again.stdout
+    again = run_injected({"kind": "fail", "seed": 1}, *args, "rerun=failed", cwd=tmp_path)
+    assert table_count(again.stdout, "skipped") == 2
+    assert table_count(again.stdout, "failed") == 1
     assert len(list((folder / "history").iterdir())) == 1  # the first failure is kept
 
 

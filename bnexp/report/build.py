@@ -13,7 +13,7 @@ import pandas as pd
 from bnexp.report import diagnostics, layout, page, plots
 from bnexp.report.collect import Collection, collect
 from bnexp.report.stats import (METRICS, STATUSES, detect_factors, held_fixed, markdown_table,
-                                summarize)
+                                summarize, summary_cells)
 
 HEADLINE_KEYS = [  # what a figure title names when it was held fixed
     "data.name", "data.train_subset", "model.name", "model.depth", "model.width",
@@ -163,7 +163,7 @@ def _blocks(results: Path, out: Path, data: Collection, summary: pd.DataFrame,
         page.Paragraph("Mean and sample standard deviation over completed seeds; 95% "
                        "confidence interval from Student's t with n−1 degrees of freedom. "
                        "Diverged and failed runs are counted, not averaged."),
-        page.Table(*_summary_rows(summary, factors, metric)),
+        page.Table(*summary_cells(summary, factors, metric)),
         page.Heading("Figures"),
         *[page.Figure(name, caption) for name, caption in captions.items()],
         page.Heading("Runs"),
@@ -172,14 +172,6 @@ def _blocks(results: Path, out: Path, data: Collection, summary: pd.DataFrame,
         page.Paragraph(_provenance(runs)),
     ]
     return blocks
-
-
-def _summary_rows(summary: pd.DataFrame, factors: list[str], metric: str
-                  ) -> tuple[list[str], list[list[str]]]:
-    lines = [line.strip("|").split("|") for line in
-             markdown_table(summary, factors, metric).splitlines()]
-    header = [cell.strip() for cell in lines[0]]
-    return header, [[cell.strip() for cell in line] for line in lines[2:]]
 
 
 def _runs_table(results: Path, out: Path, runs: pd.DataFrame, factors: list[str]) -> page.Table:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -83,13 +84,20 @@ def html_page(blocks: list[Block], title: str, folder: Path) -> str:
             body.append(_html_table(block))
         else:
             data = base64.b64encode((folder / f"{block.name}.png").read_bytes()).decode()
+            svg = _href(f"{block.name}.svg")
             body.append(f'<figure><img alt="{html.escape(block.caption)}" '
                         f'src="data:image/png;base64,{data}"><figcaption>'
-                        f'{html.escape(block.caption)} (<a href="{block.name}.svg">SVG</a>)'
+                        f'{html.escape(block.caption)} (<a href="{svg}">SVG</a>)'
                         "</figcaption></figure>")
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
+
+
+def _href(path: str) -> str:
+    """A relative file path as an attribute value: URL-quoted (so '#', '?' or a space in a
+    name stay part of the path), then HTML-escaped (so a quote cannot end the attribute)."""
+    return html.escape(urllib.parse.quote(path), quote=True)
 
 
 def _inline(text: str) -> str:
@@ -106,7 +114,7 @@ def _html_table(table: Table) -> str:
         for c, text in enumerate(row):
             link = (table.links or {}).get((r, c))
             content = html.escape(text)
-            cells.append(f'<td><a href="{html.escape(link)}">{content}</a></td>' if link
+            cells.append(f'<td><a href="{_href(link)}">{content}</a></td>' if link
                          else f"<td>{content}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

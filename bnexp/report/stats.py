@@ -89,19 +89,28 @@ def summarize(runs: pd.DataFrame, factors: list[str],
     return pd.DataFrame(rows)
 
 
-def markdown_table(summary: pd.DataFrame, factors: list[str], metric: str) -> str:
-    """The summary as a Markdown table: factors, counts, mean ± std and the 95% CI."""
+def summary_cells(summary: pd.DataFrame, factors: list[str], metric: str
+                  ) -> tuple[list[str], list[list[str]]]:
+    """The summary as (header, rows) of text cells: factors, counts, mean, std, 95% CI."""
     header = [*factors, "completed", "diverged", "failed", "incomplete",
               f"{metric} mean", "std", "95% CI"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for _, row in summary.iterrows():
         cells = [str(row[f]) for f in factors]
         cells += [str(row[s]) for s in STATUSES]
         cells += [_number(row[f"{metric}_mean"]), _number(row[f"{metric}_std"]),
                   "–" if math.isnan(row[f"{metric}_ci_low"]) else
                   f"[{_number(row[f'{metric}_ci_low'])}, {_number(row[f'{metric}_ci_high'])}]"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return header, rows
+
+
+def markdown_table(summary: pd.DataFrame, factors: list[str], metric: str) -> str:
+    """`summary_cells` as a Markdown table (a '|' inside a cell escaped)."""
+    header, rows = summary_cells(summary, factors, metric)
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
 
 
 def _number(value: float) -> str:
