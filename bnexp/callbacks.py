@@ -14,11 +14,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from bnexp import sweep
-from bnexp.config import validate
 from bnexp.identity import study_dir
 from bnexp.jobs import LAUNCH_LOG_ENV
 from bnexp.records import recorded_status
 from bnexp.session import check_device, load_splits
+from bnexp.validation import validate
 
 log = logging.getLogger(__name__)
 

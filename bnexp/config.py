@@ -3,21 +3,20 @@
 Enum fields make Hydra reject an unknown word (`norm.kind=foo`) and a wrong type
 (`train.batch_size=abc`) while it composes the config. Range and cross-field checks that a
 type cannot express (`train.batch_size=0`, `optim.lr=-1`, batch norm on a batch of one) live
-in `validate`, which runs before any run folder exists (see `bnexp.callbacks`).
+in `bnexp.validation`, which runs before any run folder exists (see `bnexp.callbacks`). This
+module imports nothing of bnexp: every other module may import it.
 
 Enum members are lower-case words so that `norm.kind=batch` reads the same on the command
 line, in the saved config and in every CSV column.
 """
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 class DatasetName(Enum):
@@ -99,7 +98,7 @@ class EvalMode(Enum):
     running = "running"  # model.eval(): the running (moving-average) statistics
     batch = "batch"  # train-mode normalization on shuffled test batches of eval.batch_size
     homogeneous = "homogeneous"  # the same, each batch a single class
-    precise = "precise"  # PreciseBN: exact population statistics over eval.precise_batches
+    precise = "precise"  # PreciseBN: running stats re-estimated as the mean over eval.precise_batches training batches of each batch's mean and unbiased variance
 
 
 class Compile(Enum):
@@ -239,124 +238,6 @@ def register_configs() -> None:
 
 class ConfigError(ValueError):
     """A config value that composes but cannot be run; the message names key and fix."""
-
-
-MODEL_SCHEMAS = {ModelName.mlp: MLPConfig, ModelName.resnet: ResNetConfig}
-
-
-def validate(cfg: DictConfig) -> None:
-    """Reject values no type can catch, with one line naming the key and what is allowed."""
-    unknown = unknown_keys(cfg)
-    if unknown:
-        raise ConfigError(f"{unknown[0]} is not a bnexp key (a typo, or added with '+'?): "
-                          "remove it; bnexp --cfg job lists every key")
-    for key, value in _leaves(cfg):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{key}={value} is invalid: expected a finite number")
-    checks = [
-        (cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "an integer >= 1"),
-        (cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "an integer >= 1"),
-        (cfg.train.steps is None or cfg.train.steps >= 1, "train.steps", cfg.train.steps,
-         "null or an integer >= 1"),
-        (cfg.train.eval_every >= 1, "train.eval_every", cfg.train.eval_every, "an integer >= 1"),
-        (cfg.train.log_every >= 1, "train.log_every", cfg.train.log_every, "an integer >= 1"),
-        (cfg.train.checkpoint_every >= 0, "train.checkpoint_every", cfg.train.checkpoint_every,
-         "an integer >= 0 (0: no checkpoints)"),
-        (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.study) is not None, "study", cfg.study,
-         "a folder name of letters, digits, '_', '-', '.'"),
-        (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", cfg.train.threads,
-         "null or an integer >= 1"),
-        (cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a number > 0"),
-        (0 <= cfg.optim.momentum < 1, "optim.momentum", cfg.optim.momentum, "a number in [0, 1)"),
-        (cfg.optim.weight_decay >= 0, "optim.weight_decay", cfg.optim.weight_decay, "a number >= 0"),
-        (cfg.optim.warmup_steps >= 0, "optim.warmup_steps", cfg.optim.warmup_steps, "an integer >= 0"),
-        (all(0 < m < 1 for m in cfg.optim.step_milestones), "optim.step_milestones",
-         list(cfg.optim.step_milestones), "fractions of the budget, each in (0, 1)"),
-        (cfg.optim.step_gamma > 0, "optim.step_gamma", cfg.optim.step_gamma, "a number > 0"),
-        (0 <= cfg.norm.momentum <= 1, "norm.momentum", cfg.norm.momentum,
-         "a number in [0, 1] (PyTorch convention: weight of the new batch)"),
-        (cfg.norm.eps > 0, "norm.eps", cfg.norm.eps, "a number > 0"),
-        (cfg.data.train_subset is None or cfg.data.train_subset >= 1, "data.train_subset",
-         cfg.data.train_subset, "null or an integer >= 1"),
-        (cfg.model.depth >= 1, "model.depth", cfg.model.depth, "an integer >= 1"),
-        (cfg.model.width > 0, "model.width", cfg.model.width, "a number > 0"),
-        (0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "a probability in [0, 1)"),
-        (cfg.model.init_std > 0, "model.init_std", cfg.model.init_std, "a number > 0"),
-        (cfg.optim.base_batch_size >= 1, "optim.base_batch_size", cfg.optim.base_batch_size,
-         "an integer >= 1"),
-        (cfg.probe.every >= 1, "probe.every", cfg.probe.every, "an integer >= 1"),
-        (cfg.probe.units >= 1, "probe.units", cfg.probe.units, "an integer >= 1"),
-        (cfg.probe.saturation > 0, "probe.saturation", cfg.probe.saturation, "a number > 0"),
-        (len(cfg.eval.modes) >= 1 and EvalMode.running in cfg.eval.modes, "eval.modes",
-         [m.value for m in cfg.eval.modes], "a list that includes running"),
-        (cfg.eval.batch_size >= 2, "eval.batch_size", cfg.eval.batch_size, "an integer >= 2"),
-        (cfg.eval.precise_batches >= 1, "eval.precise_batches", cfg.eval.precise_batches,
-         "an integer >= 1"),
-        (cfg.norm.groups >= 1, "norm.groups", cfg.norm.groups, "an integer >= 1"),
-        (cfg.norm.virtual_batch_size >= 2, "norm.virtual_batch_size",
-         cfg.norm.virtual_batch_size, "an integer >= 2"),
-        (cfg.norm.r_max >= 1, "norm.r_max", cfg.norm.r_max, "a number >= 1"),
-        (cfg.norm.d_max >= 0, "norm.d_max", cfg.norm.d_max, "a number >= 0"),
-        (cfg.norm.renorm_warmup_steps >= 0, "norm.renorm_warmup_steps",
-         cfg.norm.renorm_warmup_steps, "an integer >= 0"),
-    ]
-    for ok, key, value, allowed in checks:
-        if not ok:
-            raise ConfigError(f"{key}={value} is invalid: expected {allowed}")
-    _validate_combinations(cfg)
-
-
-def unknown_keys(cfg: DictConfig) -> list[str]:
-    """Keys of `cfg` that no schema declares (Hydra lets `+key=value` add them even to a
-    structured config); the `hydra` node is Hydra's own."""
-    def walk(node: Any, schema: Any, prefix: str) -> list[str]:
-        declared = {item.name for item in fields(schema)}
-        found = []
-        for key in node.keys():
-            if key == "hydra" and not prefix:
-                continue
-            if key not in declared:
-                found.append(f"{prefix}{key}")
-                continue
-            child = MODEL_SCHEMAS.get(cfg.model.name) if prefix + key == "model" \
-                else getattr(schema, key)
-            if is_dataclass(child) and isinstance(node[key], DictConfig):
-                found += walk(node[key], child, f"{prefix}{key}.")
-        return found
-    return walk(cfg, Config(), "")
-
-
-def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted key, value) of every scalar in the config, lists included, `hydra` excluded."""
-    if isinstance(node, DictConfig):
-        items = [(key, node[key]) for key in node.keys() if prefix or key != "hydra"]
-        return [leaf for key, value in items for leaf in _leaves(value, f"{prefix}{key}.")]
-    if isinstance(node, ListConfig):
-        return [leaf for index, value in enumerate(node)
-                for leaf in _leaves(value, f"{prefix[:-1]}[{index}].")]
-    return [(prefix[:-1], node)]
-
-
-def _validate_combinations(cfg: DictConfig) -> None:
-    if cfg.model.name == ModelName.resnet and (cfg.model.depth - 2) % 6 != 0:
-        raise ConfigError(
-            f"model.depth={cfg.model.depth} is invalid for model=resnet: expected 6n+2 "
-            "(20, 32, 44, 56, 110)")
-    if cfg.optim.nesterov and cfg.optim.name != OptimName.sgd:
-        raise ConfigError(f"optim.nesterov=true is invalid with optim={cfg.optim.name.value}: "
-                          "Nesterov momentum is an SGD option; use optim=sgd")
-    if cfg.optim.nesterov and cfg.optim.momentum == 0:
-        raise ConfigError("optim.nesterov=true is invalid with optim.momentum=0: "
-                          "Nesterov needs momentum > 0")
-    from bnexp.norm import validate_norm  # norm facts live in the norm module
-
-    validate_norm(cfg.norm, cfg.model, cfg.train)
-    if cfg.train.compile != Compile.off and (cfg.probe.activations or cfg.probe.gradients):
-        raise ConfigError("train.compile and probes do not mix: every probed step attaches "
-                          "hooks, which forces a recompilation; set train.compile=off")
-    if cfg.train.amp and cfg.train.device in (Device.cpu, Device.mps):
-        raise ConfigError(f"train.amp=true is invalid with train.device={cfg.train.device.value}: "
-                          "bf16 autocast is used on CUDA only; set train.amp=false")
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:

@@ -5,10 +5,12 @@
   (no dropout), on seeded shuffled test batches of `eval.batch_size`.
 - homogeneous: the same, but every batch holds one class: the "similar images in one batch"
   failure of batch statistics.
-- precise: PreciseBN (Wu & Johnson 2021, fvcore): the population statistics of every norm
-  layer with running statistics, recomputed as the exact mean over `eval.precise_batches`
-  training batches of the per-batch mean and unbiased variance of its input (earlier layers
-  normalising with batch statistics, as in training), then a running-mode evaluation.
+- precise: PreciseBN (Wu & Johnson 2021, fvcore): the running statistics of every norm layer
+  that has them, re-estimated as the mean over `eval.precise_batches` training batches of
+  the per-batch mean and unbiased variance of its input (earlier layers normalising with
+  batch statistics, as in training), then a running-mode evaluation. This is fvcore's
+  mean-of-batch-variances estimator, not the population variance (which would add the
+  variance of the batch means).
 
 The batch, homogeneous and precise modes work on a deep copy of the model, so the trained
 model, its running statistics, later training and checkpoints are untouched. Test batches
@@ -73,8 +75,8 @@ def with_batch_statistics(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def precise_statistics(model: nn.Module, images: Iterable[torch.Tensor], count: int) -> nn.Module:
-    """A copy of `model` whose running statistics are the exact average over `count` batches
-    of each norm layer's input batch mean and unbiased variance."""
+    """A copy of `model` whose running statistics are the average over `count` batches of each
+    norm layer's per-batch input mean and unbiased variance (the mean of batch variances)."""
     twin = with_batch_statistics(model)
     layers = [m for m in twin.modules() if is_norm_layer(m) and hasattr(m, "running_mean")]
     sums = {id(m): [0.0, 0.0] for m in layers}

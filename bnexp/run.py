@@ -13,13 +13,14 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from bnexp import checkpoint, records
-from bnexp.config import flatten, validate
+from bnexp.config import flatten
 from bnexp.engine import FitResult, Fitter, evaluate
 from bnexp.eval_modes import split_name
 from bnexp.identity import config_hash, run_id
 from bnexp.interrupts import escalated, interruption
 from bnexp.probes import ACTIVATION_COLUMNS, GRADIENT_COLUMNS
 from bnexp.session import Session, build_session
+from bnexp.validation import validate
 
 log = logging.getLogger(__name__)
 TABLES = {  # name -> (file, columns); metrics always, probe tables when their probe is on

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick",
@@ -27,6 +30,7 @@ def test_quick_benchmark_writes_table_and_json(tmp_path):
             assert row["a_over_c"] == row["bnexp_steps_per_s"] / row["dataloader_steps_per_s"]
 
 
+@pytest.mark.slow
 def test_quick_epoch_benchmark_writes_table_and_json(tmp_path):
     out = tmp_path / "bench_epoch.json"
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_epoch.py"), "--quick",

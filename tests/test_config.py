@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bnexp.callbacks import check_runnable
-from bnexp.config import ConfigError, flatten, validate
+from bnexp.config import ConfigError, flatten
+from bnexp.validation import validate
 from bnexp.models import build_model
 from conftest import CONFIG_DIR, compose_config, run_bnexp, run_folders
 

@@ -12,7 +12,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from bnexp.config import validate
+from bnexp.validation import validate
 from conftest import CONFIG_DIR
 
 ROOT = CONFIG_DIR.parent
@@ -59,6 +59,7 @@ def test_every_job_of_every_study_composes_and_validates(study, scale):
         validate(cfg)
 
 
+@pytest.mark.slow
 def test_quick_grids_run_end_to_end_and_report(tmp_path, fashion_mnist):
     """All nine studies, each with its whole quick grid, at a tiny budget."""
     results = tmp_path / "results"

@@ -211,6 +211,7 @@ def slurm_available() -> bool:
     return probe.returncode == 0 and "idle" in probe.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not slurm_available(), reason="no SLURM cluster (scripts/slurm_local.sh)")
 def test_slurm_sweep_completes_like_a_local_one(tmp_path, idx_root):
     common = ["-m", "seed=0,1,2", *data_args(idx_root), *SMALL, "train.epochs=1"]

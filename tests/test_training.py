@@ -15,7 +15,8 @@ from bnexp.loader import DeviceSplit, Normalizer, TrainBatches
 from bnexp.models import build_model
 from bnexp.optim import (FunctionalSGD, build_optimizer, build_schedule, lr_factor,
                          parameter_groups, step_function)
-from bnexp.config import ConfigError, validate
+from bnexp.config import ConfigError
+from bnexp.validation import validate
 from conftest import compose_config, run_bnexp, run_folders
 
 
