@@ -39,10 +39,11 @@ class FunctionalSGD:
     `torch.optim.sgd.sgd` on the optimizer's own param groups and momentum buffers, so the
     update, the optimizer's state and its state_dict are the same as `optimizer.step()`'s.
 
-    It skips the method's per-step wrapping (profiler record, hooks, group set-up): 15 us of
-    Python in a microbenchmark, about 25 us inside a training step, 5-7% of a batch-8 MLP
-    step on a CPU. bnexp registers no optimizer hooks. Steps that need the method's set-up go through it: the first (it creates the
-    momentum buffers), and any step where a parameter has no gradient.
+    It skips the method's per-step wrapping (profiler record, hooks, group set-up), a
+    noticeable share of a small model's step on a CPU (measured in the README's Performance
+    section). bnexp registers no optimizer hooks. Steps that need the method's set-up go
+    through it: the first (it creates the momentum buffers), and any step where a parameter
+    has no gradient.
     """
 
     def __init__(self, optimizer: torch.optim.SGD):
@@ -114,8 +115,8 @@ class LRSchedule:
     """Sets each param group's LR to its peak LR times `lr_factor` before every step.
 
     Does what LambdaLR does for this use, at a fraction of its per-step cost (LambdaLR's
-    step() costs ~50 us, a third of a small model's whole step on a CPU): it writes the LR
-    only when the factor changes, so a constant schedule costs a counter increment.
+    step() is a sizeable part of a small model's whole step on a CPU): it writes the LR only
+    when the factor changes, so a constant schedule costs a counter increment.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[int], float]):

@@ -63,7 +63,6 @@ class ActivationProbe:
     step costs a few dozen operations whatever the depth (one set per distinct shape)."""
 
     table = "activations"
-    columns = ACTIVATION_COLUMNS
 
     def __init__(self, model: nn.Module, norm_layers: list[nn.Module], units: int,
                  saturation: float, seed: int):
@@ -154,7 +153,6 @@ class GradientProbe:
     """Gradient, weight and update norms of every Linear/Conv weight (module docstring)."""
 
     table = "gradients"
-    columns = GRADIENT_COLUMNS
 
     def __init__(self, model: nn.Module, normalized_weights: list[nn.Module]):
         followed = {id(module) for module in normalized_weights}

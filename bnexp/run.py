@@ -47,15 +47,16 @@ def run(cfg: DictConfig, folder: Path, guard: Callable[[], None] = lambda: None,
                               "output folder (hydra.run.dir=...) instead of overwriting it")
     folder.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
-    resume = _resume_state(folder, config_hash(cfg))
-    base = {"config": flatten(cfg), "config_hash": config_hash(cfg), "run_id": run_id(cfg),
+    identity = config_hash(cfg)
+    resume = _resume_state(folder, identity)
+    base = {"config": flatten(cfg), "config_hash": identity, "run_id": run_id(cfg),
             "started_at": started.isoformat(timespec="seconds"),
             "resumed_from_step": resume["fit"]["progress"]["step"] if resume else None}
     tables: dict[str, records.TableLog] = {}
     try:
         session = build_session(cfg, threads)
         tables = _open_tables(folder, session, resume)
-        result = _fit(cfg, folder, session, tables, resume, guard)
+        result = _fit(cfg, folder, session, tables, resume, guard, identity)
         summary = {**base, **_summarize(session, result, tables["metrics"].rows, cfg)}
         summary["wall_seconds"] = _since(started)
         guard()
@@ -112,7 +113,7 @@ def _open_tables(folder: Path, session: Session, resume: Optional[dict]
 
 
 def _fit(cfg: DictConfig, folder: Path, session: Session, tables: dict[str, records.TableLog],
-         resume: Optional[dict], guard: Callable[[], None]) -> FitResult:
+         resume: Optional[dict], guard: Callable[[], None], identity: str) -> FitResult:
     fitter, budget = session.fitter, session.budget
     if resume:
         fitter.load_state_dict(resume["fit"])
@@ -127,7 +128,7 @@ def _fit(cfg: DictConfig, folder: Path, session: Session, tables: dict[str, reco
         if every and (state.epoch % every == 0 or state.step_count == budget.total_steps):
             guard()
             checkpoint.save(folder, state.state_dict(),
-                            {name: table.rows for name, table in tables.items()}, config_hash(cfg))
+                            {name: table.rows for name, table in tables.items()}, identity)
 
     with _progress(budget.total_steps, fitter.step_count) as bar:
         return fitter.run(budget, session.test, write_rows, _bar_update(bar), save_checkpoint)

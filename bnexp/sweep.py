@@ -18,7 +18,6 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
@@ -38,7 +37,16 @@ def expand_jobs(sweep_cfg: DictConfig) -> list[list[str]]:
     arguments += list(sweep_cfg.hydra.overrides.task)
     loader = GlobalHydra.instance().config_loader()
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return [job for batch in _basic_sweeper_split(parsed) for job in batch]
+
+
+def _basic_sweeper_split(parsed: list) -> list[list[list[str]]]:
+    """The job batches Hydra's basic sweeper makes of parsed overrides. Its only use of a
+    private Hydra module (`hydra._internal`), checked against hydra-core 1.3.8; if a Hydra
+    release moves it, this is the one place to change."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper.split_arguments(parsed, None)
 
 
 def compose_job(sweep_cfg: DictConfig, overrides: list[str]) -> DictConfig:
