@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,14 @@ def run_injected(fault, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, str(INJECT_FAULTS), json.dumps(fault), *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def slurm_available() -> bool:
+    """A SLURM cluster answers and has an idle node (scripts/slurm_local.sh starts one)."""
+    if shutil.which("sinfo") is None:
+        return False
+    probe = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return probe.returncode == 0 and "idle" in probe.stdout
 
 
 def run_folders(results: Path) -> list[Path]:

@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BNEXP, run_bnexp, run_folders, run_injected
+from conftest import BNEXP, run_bnexp, run_folders, run_injected, slurm_available
 
 SMALL = ["train.batch_size=16", "train.log_every=3"]
 
@@ -202,13 +201,6 @@ def test_joblib_runs_a_four_run_sweep_with_two_workers(tmp_path, idx_root):
     assert len(done) == 4 and all(s["status"] == "completed" for s in done.values())
     cores = len(os.sched_getaffinity(0))
     assert all(s["threads"] == max(1, cores // 2) for s in done.values())
-
-
-def slurm_available() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    probe = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    return probe.returncode == 0 and "idle" in probe.stdout
 
 
 @pytest.mark.slow
