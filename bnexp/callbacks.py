@@ -58,8 +58,7 @@ class ValidateBeforeRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _open_sweep
 
-        def check_sweep() -> None:
-            global _open_sweep
+        def check_sweep() -> OpenSweep:
             jobs = []
             for overrides in sweep.expand_jobs(config):
                 job = sweep.compose_job(config, overrides)
@@ -74,13 +73,14 @@ class ValidateBeforeRun(Callback):
                 check_writable(study)  # only once every job is known to be valid
             folders = sweep.job_folders(config, jobs)
             finished = sum(recorded_status(folder) is not None for folder in folders)
-            study = study_dir(config, config.hydra.runtime.cwd)
-            _open_sweep = OpenSweep(sweep.open_launch_log(study), folders)
-            os.environ[LAUNCH_LOG_ENV] = str(_open_sweep.launch_log)
+            study = study_dir(config, launch_dir)
             log.info("sweep of %d runs into %s (%d have a record already)", len(jobs), study,
                      finished)
+            return OpenSweep(sweep.open_launch_log(study), folders)
+
         _open_sweep = None
-        _rejecting(check_sweep)
+        _open_sweep = _rejecting(check_sweep)
+        os.environ[LAUNCH_LOG_ENV] = str(_open_sweep.launch_log)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """The table, the report if asked for, and SweepFailed when a run failed. Anything
@@ -133,9 +133,10 @@ def write_report(study: Path) -> None:
     print(f"report: {report.out / 'report.html'}", flush=True)
 
 
-def _rejecting(check, *args: Any) -> None:
+def _rejecting(check, *args: Any) -> Any:
+    """`check(*args)`, its user-fixable errors carried out as `Rejected`."""
     try:
-        check(*args)
+        return check(*args)
     except (ValueError, FileNotFoundError, OSError) as error:
         raise Rejected(error) from error
 
