@@ -71,7 +71,8 @@ def interruption(error: BaseException) -> Optional[str]:
 def escalated(error: BaseException) -> BaseException:
     """What to raise for an interruption: a full disk becomes `StorageFull`, so that it stops
     the sweep instead of being caught as one job's failure; every other interruption is
-    raised as it came (submitit and Python rely on their own SystemExit and KeyboardInterrupt).
+    raised as it came (submitit and Python rely on their own SystemExit and KeyboardInterrupt),
+    and so is any other error, so `raise escalated(error)` serves every except block.
     """
     if is_storage_full(error) and not isinstance(error, Interrupted):
         full = StorageFull(interruption(error) or "disk full")

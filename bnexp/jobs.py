@@ -91,9 +91,7 @@ def execute(cfg: DictConfig, folder: Path, raise_errors: bool, threads: Optional
                     log.warning("%s: %s; the next launch resumes it from its last checkpoint",
                                 folder, reason)
                     _report(Outcome("interrupted", str(folder), reason))
-                    if escalated(error) is not error:
-                        raise escalated(error)
-                    raise
+                    raise escalated(error)
                 log.error("run failed: %s\n%s", folder, traceback.format_exc())
                 if raise_errors:
                     raise

@@ -64,9 +64,7 @@ def run(cfg: DictConfig, folder: Path, guard: Callable[[], None] = lambda: None,
     except BaseException as error:
         if interruption(error) is None:
             _record_failure(folder, base, error, started, guard)
-        elif escalated(error) is not error:
-            raise escalated(error)
-        raise
+        raise escalated(error)
     finally:
         for table in tables.values():
             table.close()
