@@ -1,4 +1,4 @@
-"""The training loop and test-set evaluation.
+"""The training loop.
 
 The hot path (one SGD step) launches only tensor work: the loss and the count of correct
 predictions are summed on the device, and the host reads them once per `train.log_every`
@@ -15,16 +15,15 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterable, Optional, Sequence
+from typing import Callable, ContextManager, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnexp.loader import DeviceSplit, Normalizer, TrainBatches
+from bnexp.loader import TrainBatches
 from bnexp.optim import LRSchedule, step_function
 
-EVAL_BATCH = 1000  # examples per forward pass at evaluation; eval mode makes it irrelevant to results
 NO_HOOKS = contextlib.nullcontext()  # reusable: steps that are not probed enter nothing
 TableWriter = Callable[[str, list[dict]], None]  # (table name, rows)
 
@@ -93,35 +92,6 @@ class IntervalMeter:
         return mean
 
 
-@torch.no_grad()
-def score(model: nn.Module, split: DeviceSplit, normalize: Normalizer, batches: Iterable,
-          autocast: Callable[[], ContextManager]) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model`, as it is, over `split` taken in `batches`
-    (slices or index tensors that cover the split once)."""
-    loss = torch.zeros((), device=split.labels.device)
-    correct = torch.zeros((), device=split.labels.device, dtype=torch.long)
-    for index in batches:
-        labels = split.labels[index]
-        with autocast():
-            logits = model(normalize(split.images[index]))
-        loss += F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
-    return loss.item() / len(split), correct.item() / len(split)
-
-
-def evaluate(model: nn.Module, split: DeviceSplit, normalize: Normalizer,
-             autocast: Callable[[], ContextManager]) -> tuple[float, float]:
-    """`score` with the model in eval mode (running statistics), in contiguous chunks; the
-    model's train/eval mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        chunks = [slice(start, start + EVAL_BATCH) for start in range(0, len(split), EVAL_BATCH)]
-        return score(model, split, normalize, chunks, autocast)
-    finally:
-        model.train(was_training)
-
-
 @dataclass
 class FitResult:
     status: str  # completed | diverged
@@ -132,7 +102,9 @@ class FitResult:
 
 
 @dataclass
-class Budget:
+class StepPlan:
+    """How many steps to take and how often to log, evaluate and probe along the way."""
+
     total_steps: int
     log_every: int  # steps per train row (and per host read of the loss)
     eval_every: int  # epochs per evaluation (and always after the last step)
@@ -140,7 +112,7 @@ class Budget:
 
 
 class Fitter:
-    """Runs the step budget. Rows go out through `write_rows(table, rows)`: train rows to
+    """Trains through a step plan. Rows go out through `write_rows(table, rows)`: train rows to
     "metrics" every `log_every` steps, one row per evaluation split after evaluations, and
     probe rows to each probe's table at log times and epoch ends.
 
@@ -179,24 +151,24 @@ class Fitter:
             hooks.enter_context(getattr(probe, phase)(self.step_count))
         return hooks
 
-    def run(self, budget: Budget, test: Callable[[], dict[str, tuple[float, float]]],
+    def fit(self, plan: StepPlan, test: Callable[[], dict[str, tuple[float, float]]],
             write_rows: TableWriter, on_log: Callable[[int, float, float], None] = lambda *_: None,
             on_epoch_end: Callable[["Fitter"], None] = lambda _: None) -> FitResult:
-        """Train until the budget is spent or the loss stops being finite."""
+        """Train until the plan's steps are done or the loss stops being finite."""
         started = time.perf_counter() - self.clock_offset
         batch = self.batches.batch_size
-        self.meter.reserve(budget.log_every)
+        self.meter.reserve(plan.log_every)
         self.model.train()
-        while self.step_count < budget.total_steps:
+        while self.step_count < plan.total_steps:
             self.epoch += 1
             tick = time.perf_counter()
-            diverged = self._epoch(budget, write_rows, on_log, started) or not self._finite()
+            diverged = self._epoch(plan, write_rows, on_log, started) or not self._finite()
             self.train_seconds += time.perf_counter() - tick
             self._flush_probes(write_rows)
             if diverged:
                 return FitResult("diverged", self.step_count, self.step_count * batch,
                                  self.train_seconds, self.step_count)
-            if self.epoch % budget.eval_every == 0 or self.step_count == budget.total_steps:
+            if self.epoch % plan.eval_every == 0 or self.step_count == plan.total_steps:
                 lr = self.optimizer.param_groups[0]["lr"]
                 write_rows("metrics", [self._row(split, loss, accuracy, lr, started)
                                        for split, (loss, accuracy) in test().items()])
@@ -205,25 +177,25 @@ class Fitter:
         return FitResult("completed", self.step_count, self.step_count * batch,
                          self.train_seconds)
 
-    def _epoch(self, budget: Budget, write_rows: TableWriter,
+    def _epoch(self, plan: StepPlan, write_rows: TableWriter,
                on_log: Callable[[int, float, float], None], started: float) -> bool:
-        """One pass over the batches (or what is left of the budget); True if diverged."""
-        probe_every = budget.probe_every if self.probes else 0
-        last_step = budget.total_steps - 1
+        """One pass over the batches (or what is left of the plan); True if diverged."""
+        probe_every = plan.probe_every if self.probes else 0
+        last_step = plan.total_steps - 1
         for images, labels in self.batches.epoch():
             lr = self.optimizer.param_groups[0]["lr"]  # the LR of this step, for its row
             probing = probe_every > 0 and (self.step_count % probe_every == 0
                                            or self.step_count == last_step)
             self.meter.add(*self.step(images, labels, probing), labels)
             self.step_count += 1
-            if self.step_count % budget.log_every == 0 or self.step_count == budget.total_steps:
+            if self.step_count % plan.log_every == 0 or self.step_count == plan.total_steps:
                 loss, accuracy = self.meter.read_and_reset()
                 write_rows("metrics", [self._row("train", loss, accuracy, lr, started)])
                 self._flush_probes(write_rows)
                 on_log(self.step_count, loss, accuracy)
                 if not math.isfinite(loss):
                     return True
-            if self.step_count == budget.total_steps:
+            if self.step_count == plan.total_steps:
                 break
         return False
 

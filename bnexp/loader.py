@@ -27,7 +27,7 @@ class DeviceSplit:
         return self.labels.shape[0]
 
 
-class Normalizer:
+class PixelStandardizer:
     """(x / 255 - mean) / std per channel: a float copy, then an in-place multiply and add
     (on a CPU, several times faster than one mixed-dtype or broadcasting addcmul)."""
 
@@ -64,7 +64,7 @@ def balanced_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
 class TrainBatches:
     """Seeded, shuffled, full batches of one training split, augmented and normalised."""
 
-    def __init__(self, split: DeviceSplit, normalize: Normalizer, batch_size: int,
+    def __init__(self, split: DeviceSplit, normalize: PixelStandardizer, batch_size: int,
                  augment: bool, seed: int, channels_last: bool = False):
         if batch_size > len(split):
             raise ValueError(f"train.batch_size={batch_size} exceeds the {len(split)} training "

@@ -142,8 +142,9 @@ def unused_keys(kind: str) -> set[str]:
     return {f"norm.{key}" for key in NORM_KEYS if key not in NORMS[kind].reads}
 
 
-class NormFactory:
-    """Builds weight/norm/activation blocks for one `norm` config."""
+class BlockFactory:
+    """Builds a model's weight/norm/activation blocks for one `norm` config: the Linear and
+    Conv layers (with or without bias), the norm layers and their order with the activation."""
 
     def __init__(self, cfg: NormConfig):
         self.cfg = cfg
@@ -174,14 +175,15 @@ class NormFactory:
     def linear_block(self, in_features: int, out_features: int,
                      activation: ActivationFactory) -> nn.Sequential:
         weight = nn.Linear(in_features, out_features, bias=self.weight_bias)
-        return self._weighted(weight, self.norm_act(out_features, 0, activation))
+        return self._assemble(weight, self.norm_act(out_features, 0, activation))
 
     def conv_block(self, in_channels: int, out_channels: int, stride: int,
                    activation: ActivationFactory) -> nn.Sequential:
         weight = self.conv3x3(in_channels, out_channels, stride, bias=self.weight_bias)
-        return self._weighted(weight, self.norm_act(out_channels, 2, activation))
+        return self._assemble(weight, self.norm_act(out_channels, 2, activation))
 
-    def _weighted(self, weight: nn.Module, after: list[nn.Module]) -> nn.Sequential:
+    def _assemble(self, weight: nn.Module, after: list[nn.Module]) -> nn.Sequential:
+        """`weight` then `after`, noting `weight` when a norm follows it directly."""
         if after and any(after[0] is layer for layer in self.created):
             self.normalized_weights.append(weight)
         return nn.Sequential(weight, *after)

@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from bnexp import checkpoint, records
 from bnexp.config import flatten
-from bnexp.engine import FitResult, Fitter, evaluate
-from bnexp.eval_modes import split_name
+from bnexp.engine import FitResult, Fitter
+from bnexp.evaluation import evaluate, split_name
 from bnexp.identity import config_hash, run_id
 from bnexp.interrupts import escalated, interruption
 from bnexp.probes import ACTIVATION_COLUMNS, GRADIENT_COLUMNS
@@ -112,7 +112,7 @@ def _open_tables(folder: Path, session: Session, resume: Optional[dict]
 
 def _fit(cfg: DictConfig, folder: Path, session: Session, tables: dict[str, records.TableLog],
          resume: Optional[dict], guard: Callable[[], None], identity: str) -> FitResult:
-    fitter, budget = session.fitter, session.budget
+    fitter, plan = session.fitter, session.plan
     if resume:
         fitter.load_state_dict(resume["fit"])
         checkpoint.restore_rng(resume["rng"])
@@ -123,13 +123,13 @@ def _fit(cfg: DictConfig, folder: Path, session: Session, tables: dict[str, reco
 
     def save_checkpoint(state: Fitter) -> None:
         every = cfg.train.checkpoint_every
-        if every and (state.epoch % every == 0 or state.step_count == budget.total_steps):
+        if every and (state.epoch % every == 0 or state.step_count == plan.total_steps):
             guard()
             checkpoint.save(folder, state.state_dict(),
                             {name: table.rows for name, table in tables.items()}, identity)
 
-    with _progress(budget.total_steps, fitter.step_count) as bar:
-        return fitter.run(budget, session.test, write_rows, _bar_update(bar), save_checkpoint)
+    with _progress(plan.total_steps, fitter.step_count) as bar:
+        return fitter.fit(plan, session.evaluate, write_rows, _bar_update(bar), save_checkpoint)
 
 
 def _summarize(session: Session, result: FitResult, rows: list[dict], cfg: DictConfig
@@ -138,7 +138,7 @@ def _summarize(session: Session, result: FitResult, rows: list[dict], cfg: DictC
     summary = {"status": result.status, "steps": result.steps, "examples": result.examples,
                "train_seconds": round(result.train_seconds, 3), "diverged_at": result.diverged_at,
                "steps_per_epoch": session.batches.steps_per_epoch,
-               "total_steps": session.budget.total_steps, "effective_lr": session.lr,
+               "total_steps": session.plan.total_steps, "effective_lr": session.lr,
                "train_examples": len(data["train"]), "test_examples": len(data["test"]),
                "parameters": sum(p.numel() for p in session.model.parameters()),
                "trainable_parameters": sum(p.numel() for p in session.model.parameters()

@@ -13,11 +13,11 @@ from torch import nn
 
 from bnexp import datasets
 from bnexp.config import Compile, ConfigError, DataConfig, Device, TrainConfig, Trainable
-from bnexp.engine import Budget, Fitter, autocast_for
-from bnexp.eval_modes import evaluate_modes
-from bnexp.loader import Normalizer, TrainBatches, balanced_subset, to_device
+from bnexp.engine import StepPlan, Fitter, autocast_for
+from bnexp.evaluation import evaluate_modes
+from bnexp.loader import PixelStandardizer, TrainBatches, balanced_subset, to_device
 from bnexp.models import build_model
-from bnexp.norm import NormFactory
+from bnexp.norm import BlockFactory
 from bnexp.optim import build_optimizer, build_schedule, effective_lr
 from bnexp.probes import ActivationProbe, GradientProbe
 
@@ -89,7 +89,7 @@ def place_data(cfg: DataConfig, batch_size: int, device: torch.device) -> dict[s
         train.images, train.labels, device,
         balanced_subset(train.labels, TRAIN_EVAL_EXAMPLES, cfg.subset_seed).to(device))
     return {"train": train, "test": test, "train_eval": rescored,
-            "normalize": Normalizer(train.images), "folder": str(splits.folder),
+            "normalize": PixelStandardizer(train.images), "folder": str(splits.folder),
             "checksum": splits.checksum}
 
 
@@ -98,13 +98,13 @@ class Session:
     device: torch.device
     data: dict[str, Any]
     model: nn.Module
-    norms: NormFactory
+    norms: BlockFactory
     batches: TrainBatches
     fitter: Fitter
-    budget: Budget
+    plan: StepPlan
     autocast: Callable
     lr: float  # the effective peak learning rate after optim.scale_rule
-    test: Callable[[], dict[str, tuple[float, float]]]  # every eval mode, at the current step
+    evaluate: Callable[[], dict[str, tuple[float, float]]]  # test split, every eval mode, at the current step
 
 
 def build_session(cfg: DictConfig, threads: Optional[int]) -> Session:
@@ -133,13 +133,13 @@ def build_session(cfg: DictConfig, threads: Optional[int]) -> Session:
                     batches, autocast, probes)
     if cfg.train.compile != Compile.off:  # the model itself stays plain: state_dict, eval
         fitter.forward = torch.compile(model, mode=cfg.train.compile.value.replace("_", "-"))
-    budget = Budget(total_steps, cfg.train.log_every, cfg.train.eval_every,
+    plan = StepPlan(total_steps, cfg.train.log_every, cfg.train.eval_every,
                     cfg.probe.every if probes else 0)
-    test = _tester(cfg, model, data, autocast, fitter)
-    return Session(device, data, model, norms, batches, fitter, budget, autocast, lr, test)
+    evaluate = _test_evaluator(cfg, model, data, autocast, fitter)
+    return Session(device, data, model, norms, batches, fitter, plan, autocast, lr, evaluate)
 
 
-def _probes(cfg: DictConfig, model: nn.Module, norms: NormFactory) -> list:
+def _probes(cfg: DictConfig, model: nn.Module, norms: BlockFactory) -> list:
     probes: list = []
     if cfg.probe.activations:
         probes.append(ActivationProbe(model, norms.created, cfg.probe.units,
@@ -149,7 +149,7 @@ def _probes(cfg: DictConfig, model: nn.Module, norms: NormFactory) -> list:
     return probes
 
 
-def _tester(cfg: DictConfig, model: nn.Module, data: dict[str, Any], autocast: Callable,
+def _test_evaluator(cfg: DictConfig, model: nn.Module, data: dict[str, Any], autocast: Callable,
             fitter: Fitter) -> Callable[[], dict[str, tuple[float, float]]]:
     """Evaluation in every eval mode; PreciseBN draws its training batches from a seed of its
     own per step, so the training order and a resumed run are unaffected."""

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dataset_files import write_cifar_dataset, write_idx_dataset  # noqa: E402
 from bnexp.cli import CONFIG_DIR  # noqa: E402  (registers the config schemas)
-from bnexp.engine import Budget  # noqa: E402
+from bnexp.engine import StepPlan  # noqa: E402
 from bnexp.identity import register_resolvers  # noqa: E402
 from bnexp.records import METRIC_COLUMNS, TableLog  # noqa: E402
 from bnexp.session import build_session  # noqa: E402
@@ -98,13 +98,13 @@ def bnexp_steps_per_second(cfg, steps: int, scratch: Path, warmup: int = 5) -> f
     session = build_session(cfg, threads=None)
     table = TableLog(scratch / "metrics.csv", METRIC_COLUMNS)
     write_rows = lambda name, rows: table.write(rows) if name == "metrics" else None  # noqa: E731
-    probe_every = session.budget.probe_every
-    session.fitter.run(Budget(warmup, cfg.train.log_every, 10**9, probe_every),
+    probe_every = session.plan.probe_every
+    session.fitter.fit(StepPlan(warmup, cfg.train.log_every, 10**9, probe_every),
                        lambda: {}, write_rows)
     session.fitter.step_count = 0  # warmed up; now the measured run
     synchronize(session.device)
     started = time.perf_counter()
-    session.fitter.run(Budget(steps, cfg.train.log_every, 10**9, probe_every),
+    session.fitter.fit(StepPlan(steps, cfg.train.log_every, 10**9, probe_every),
                        lambda: {}, write_rows)
     synchronize(session.device)
     elapsed = time.perf_counter() - started

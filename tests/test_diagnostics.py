@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnexp.engine import autocast_for
-from bnexp.eval_modes import (evaluate_modes, precise_statistics, shuffled_batches,
+from bnexp.evaluation import (evaluate_modes, precise_statistics, shuffled_batches,
                               single_class_batches)
-from bnexp.loader import DeviceSplit, Normalizer
+from bnexp.loader import DeviceSplit, PixelStandardizer
 from bnexp.models import build_model
 from bnexp.optim import effective_lr
 from bnexp.probes import ActivationProbe, GradientProbe
@@ -106,7 +106,7 @@ def _trained_bn_model():
 def test_eval_modes_match_direct_computations_and_leave_the_model_untouched():
     model = _trained_bn_model()
     test = _test_split()
-    normalize = Normalizer(test.images)
+    normalize = PixelStandardizer(test.images)
     state = copy.deepcopy(model.state_dict())
     train_images = [torch.randn(16, 1, 2, 2) for _ in range(4)]
     results = evaluate_modes(model, ["running", "batch", "homogeneous", "precise"], test,
@@ -158,7 +158,7 @@ def test_without_bn_every_mode_scores_the_same():
     model.eval()
     test = _test_split()
     results = evaluate_modes(model, ["running", "batch", "homogeneous", "precise"], test,
-                             Normalizer(test.images), NO_AUTOCAST, 8, 0,
+                             PixelStandardizer(test.images), NO_AUTOCAST, 8, 0,
                              lambda: iter([torch.randn(8, 1, 2, 2)]), 1)
     assert len({round(loss, 6) for loss, _ in results.values()}) == 1
 

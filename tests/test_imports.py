@@ -17,7 +17,7 @@ TIERS = [  # a module may import only from tiers before its own (report: also wi
     {"bnexp.identity", "bnexp.checkpoint", "bnexp.models.mlp", "bnexp.models.resnet",
      "bnexp.probes", "bnexp.validation"},
     {"bnexp.models", "bnexp.engine"},
-    {"bnexp.eval_modes"},
+    {"bnexp.evaluation"},
     {"bnexp.session"},
     {"bnexp.run"},
     {"bnexp.jobs", "bnexp.sweep", "bnexp.report", "bnexp.report.collect", "bnexp.report.stats",

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bnexp.loader import (DeviceSplit, Normalizer, TrainBatches, balanced_subset,
+from bnexp.loader import (DeviceSplit, PixelStandardizer, TrainBatches, balanced_subset,
                           crop_and_flip)
 
 
@@ -24,7 +24,7 @@ def test_balanced_subset_is_balanced_seeded_and_unique():
 
 def test_normalizer_uses_training_mean_and_std_per_channel():
     images = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8)
-    normalize = Normalizer(images)
+    normalize = PixelStandardizer(images)
     pixels = images.numpy().astype(np.float64) / 255
     for channel in range(3):
         assert np.isclose(normalize.mean[channel], pixels[:, channel].mean())
@@ -38,7 +38,7 @@ def test_normalizer_uses_training_mean_and_std_per_channel():
 def _batches(count=103, batch=10, seed=0, augment=False):
     images = torch.arange(count, dtype=torch.uint8).view(-1, 1, 1, 1).expand(count, 1, 2, 2)
     split = DeviceSplit(images.contiguous(), torch.arange(count))
-    identity = Normalizer.__new__(Normalizer)
+    identity = PixelStandardizer.__new__(PixelStandardizer)
     identity.scale, identity.shift = torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1)
     return TrainBatches(split, identity, batch, augment, seed)
 

@@ -8,12 +8,12 @@ from torch import nn
 
 from bnexp.models import build_model
 from bnexp.models.resnet import BasicBlock
-from bnexp.norm import NormFactory
+from bnexp.norm import BlockFactory
 from conftest import compose_config
 
 
-def factory(*overrides: str) -> NormFactory:
-    return NormFactory(compose_config(*overrides).norm)
+def factory(*overrides: str) -> BlockFactory:
+    return BlockFactory(compose_config(*overrides).norm)
 
 
 def kinds(modules) -> list[type]:

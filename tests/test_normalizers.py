@@ -8,12 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnexp.models import build_model
-from bnexp.norm import NormFactory
+from bnexp.norm import BlockFactory
 from conftest import compose_config
 
 
 def norm_layer(*overrides: str, channels: int = 8, spatial: int = 0) -> nn.Module:
-    return NormFactory(compose_config(*overrides).norm).norm(channels, spatial)
+    return BlockFactory(compose_config(*overrides).norm).norm(channels, spatial)
 
 
 def test_group_norm_matches_pytorch_and_a_hand_computation():

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnexp.engine import Budget, Fitter, IntervalMeter, autocast_for, evaluate
-from bnexp.loader import DeviceSplit, Normalizer, TrainBatches
+from bnexp.engine import Fitter, IntervalMeter, StepPlan, autocast_for
+from bnexp.evaluation import evaluate
+from bnexp.loader import DeviceSplit, PixelStandardizer, TrainBatches
 from bnexp.models import build_model
 from bnexp.optim import (FunctionalSGD, build_optimizer, build_schedule, lr_factor,
                          parameter_groups, step_function)
@@ -30,7 +31,7 @@ def test_fitter_matches_a_plain_pytorch_loop():
     cfg = compose_config("optim.nesterov=true", "optim.weight_decay=0.01",
                          "optim.schedule=cosine", "optim.warmup_steps=3", "train.batch_size=16")
     split = _data()
-    normalize = Normalizer(split.images)
+    normalize = PixelStandardizer(split.images)
     torch.manual_seed(0)
     model, _ = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
     reference = copy.deepcopy(model)
@@ -38,7 +39,7 @@ def test_fitter_matches_a_plain_pytorch_loop():
     fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, 13),
                     TrainBatches(split, normalize, 16, False, seed=5), autocast_for(torch.device("cpu"), False))
     rows = []
-    result = fitter.run(Budget(13, log_every=4, eval_every=1), lambda: {"test": (0.0, 0.0)},
+    result = fitter.fit(StepPlan(13, log_every=4, eval_every=1), lambda: {"test": (0.0, 0.0)},
                         lambda table, new: rows.extend(new))
 
     # the same run written the obvious way
@@ -78,10 +79,10 @@ def test_non_finite_loss_stops_the_run_as_diverged():
     model, _ = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
     optimizer = build_optimizer(model, cfg.optim)
     fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, 1000),
-                    TrainBatches(split, Normalizer(split.images), 16, False, 0),
+                    TrainBatches(split, PixelStandardizer(split.images), 16, False, 0),
                     autocast_for(torch.device("cpu"), False))
     rows = []
-    result = fitter.run(Budget(1000, log_every=5, eval_every=1), lambda: {"test": (0.0, 0.0)},
+    result = fitter.fit(StepPlan(1000, log_every=5, eval_every=1), lambda: {"test": (0.0, 0.0)},
                         lambda table, new: rows.extend(new))
     assert result.status == "diverged" and result.steps < 1000
     assert not math.isfinite(rows[-1]["loss"]) and result.diverged_at == rows[-1]["step"]
@@ -90,7 +91,7 @@ def test_non_finite_loss_stops_the_run_as_diverged():
 def test_evaluate_uses_running_statistics_and_restores_mode():
     cfg = compose_config()
     split = _data(count=40)
-    normalize = Normalizer(split.images)
+    normalize = PixelStandardizer(split.images)
     model, _ = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
     model.train()
     loss, accuracy = evaluate(model, split, normalize, autocast_for(torch.device("cpu"), False))

@@ -9,7 +9,7 @@ from bnexp.config import NormConfig
 from bnexp.models.layers import initialise
 from bnexp.models.mlp import build_mlp
 from bnexp.models.resnet import build_resnet
-from bnexp.norm import NormFactory
+from bnexp.norm import BlockFactory
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": build_mlp,
@@ -18,9 +18,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(model_cfg: Any, norm_cfg: NormConfig, input_shape: tuple[int, ...],
-                num_classes: int) -> tuple[nn.Module, NormFactory]:
+                num_classes: int) -> tuple[nn.Module, BlockFactory]:
     """The initialised model and the norm factory that built its blocks (for the record)."""
-    norms = NormFactory(norm_cfg)
+    norms = BlockFactory(norm_cfg)
     model = MODELS[model_cfg.name.value](model_cfg, norms, input_shape, num_classes)
     initialise(model, model_cfg.init, model_cfg.init_std)
     return model, norms

@@ -7,10 +7,10 @@ from torch import nn
 
 from bnexp.config import MLPConfig
 from bnexp.models.layers import ACTIVATIONS
-from bnexp.norm import NormFactory
+from bnexp.norm import BlockFactory
 
 
-def build_mlp(cfg: MLPConfig, norms: NormFactory, input_shape: tuple[int, ...],
+def build_mlp(cfg: MLPConfig, norms: BlockFactory, input_shape: tuple[int, ...],
               num_classes: int) -> nn.Sequential:
     """`input_shape` is one example's (C, H, W); it is flattened first."""
     activation = ACTIVATIONS[cfg.activation.value]

@@ -14,7 +14,7 @@ from torch import nn
 
 from bnexp.config import ResNetConfig
 from bnexp.models.layers import ACTIVATIONS
-from bnexp.norm import ActivationFactory, NormFactory
+from bnexp.norm import ActivationFactory, BlockFactory
 
 
 class PadShortcut(nn.Module):
@@ -34,7 +34,7 @@ class PadShortcut(nn.Module):
 class BasicBlock(nn.Module):
     """Two 3x3 convs; `post(branch(h) + shortcut(x))` with the factory's placement."""
 
-    def __init__(self, norms: NormFactory, in_channels: int, out_channels: int, stride: int,
+    def __init__(self, norms: BlockFactory, in_channels: int, out_channels: int, stride: int,
                  activation: ActivationFactory):
         super().__init__()
         self.first = norms.conv_block(in_channels, out_channels, stride, activation)
@@ -48,7 +48,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, cfg: ResNetConfig, norms: NormFactory, in_channels: int,
+    def __init__(self, cfg: ResNetConfig, norms: BlockFactory, in_channels: int,
                  num_classes: int):
         super().__init__()
         activation = ACTIVATIONS[cfg.activation.value]
@@ -72,6 +72,6 @@ class ResNet(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-def build_resnet(cfg: ResNetConfig, norms: NormFactory, input_shape: tuple[int, ...],
+def build_resnet(cfg: ResNetConfig, norms: BlockFactory, input_shape: tuple[int, ...],
                  num_classes: int) -> ResNet:
     return ResNet(cfg, norms, in_channels=input_shape[0], num_classes=num_classes)

@@ -1,6 +1,6 @@
-"""Test-set evaluation in the eval modes of `eval.modes`, none of which changes the model.
+"""Test-set evaluation (`score`, `evaluate`) in the eval modes of `eval.modes`, none of which changes the model.
 
-- running: `model.eval()`, the moving-average statistics (engine.evaluate).
+- running: `model.eval()`, the moving-average statistics (`evaluate`).
 - batch: norm layers in training mode (batch statistics), everything else in eval mode
   (no dropout), on seeded shuffled test batches of `eval.batch_size`.
 - homogeneous: the same, but every batch holds one class: the "similar images in one batch"
@@ -23,13 +23,44 @@ import copy
 from typing import Callable, ContextManager, Iterable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from bnexp.engine import evaluate, score
-from bnexp.loader import DeviceSplit, Normalizer
+from bnexp.loader import DeviceSplit, PixelStandardizer
 from bnexp.norm import is_norm_layer
 
+EVAL_BATCH = 1000  # examples per forward pass in running mode; eval mode makes it irrelevant to results
 EVAL_SEED_OFFSET = 7919  # test-batch order: seed + offset, independent of the training order
+
+
+@torch.no_grad()
+def score(model: nn.Module, split: DeviceSplit, normalize: PixelStandardizer, batches: Iterable,
+          autocast: Callable[[], ContextManager]) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model`, as it is, over `split` taken in `batches`
+    (slices or index tensors that cover the split once)."""
+    loss = torch.zeros((), device=split.labels.device)
+    correct = torch.zeros((), device=split.labels.device, dtype=torch.long)
+    for index in batches:
+        labels = split.labels[index]
+        with autocast():
+            logits = model(normalize(split.images[index]))
+        loss += F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    return loss.item() / len(split), correct.item() / len(split)
+
+
+def evaluate(model: nn.Module, split: DeviceSplit, normalize: PixelStandardizer,
+             autocast: Callable[[], ContextManager]) -> tuple[float, float]:
+    """`score` with the model in eval mode (running statistics), in contiguous chunks; the
+    model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = [slice(start, start + EVAL_BATCH) for start in range(0, len(split), EVAL_BATCH)]
+        return score(model, split, normalize, chunks, autocast)
+    finally:
+        model.train(was_training)
+
 
 
 def split_name(mode: str) -> str:
@@ -106,7 +137,7 @@ def precise_statistics(model: nn.Module, images: Iterable[torch.Tensor], count: 
     return twin.eval()
 
 
-def evaluate_modes(model: nn.Module, modes: list[str], test: DeviceSplit, normalize: Normalizer,
+def evaluate_modes(model: nn.Module, modes: list[str], test: DeviceSplit, normalize: PixelStandardizer,
                    autocast: Callable[[], ContextManager], batch_size: int, seed: int,
                    precise_images: Callable[[], Iterator[torch.Tensor]], precise_batches: int
                    ) -> dict[str, tuple[float, float]]:
