@@ -23,8 +23,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bnexp import interrupts, jobs
 from bnexp.callbacks import Rejected, ResultsNotWritable, SweepFailed, close_sweep
-from bnexp.config import ConfigError, register_configs
-from bnexp.identity import register_resolvers
+from bnexp.compose import CONFIG_DIR, register_configs
+from bnexp.config import ConfigError
+from bnexp.help import register_help_resolver
 from bnexp.datasets import DatasetContentError, DatasetNotFound
 from bnexp.formats import DatasetFileError
 from bnexp.sweep import FAILING
@@ -38,13 +39,12 @@ EXIT_TERMINATED = 143  # SIGTERM: 128 + SIGTERM
 NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}  # with a full disk: exit 4, one line
 RESUME_HINT = "launch the same command again to resume (finished runs are skipped)"
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repository's conf/
 # conf/hydra/launcher/joblib.yaml is deliberately checked against the joblib plugin's schema of
 # the same name; Hydra announces that merge as deprecated at every composition.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against")
 
 register_configs()
-register_resolvers()
+register_help_resolver()
 
 
 def train(cfg: DictConfig) -> str:
@@ -81,6 +81,9 @@ def config_error_line(error: BaseException) -> str:
         message += f"; choose one of: {', '.join(options)}"
     elif "not in" in message:
         message += " (bnexp --cfg job lists every key)"
+    elif "Could not find 'experiment/" in message:
+        message += ": a study runs as experiment=<study>/quick or experiment=<study>/full " \
+                   "(bnexp --help lists them)"
     return message
 
 

@@ -1,7 +1,10 @@
-"""Configuration schemas: typed dataclasses registered in Hydra's ConfigStore.
+"""Configuration schemas: typed dataclasses (registered in Hydra's ConfigStore by
+`bnexp.compose`; each model's own schema lives beside its builder in `bnexp.models`).
 
-Enum fields make Hydra reject an unknown word (`norm.kind=foo`) and a wrong type
-(`train.batch_size=abc`) while it composes the config. Range and cross-field checks that a
+Enum fields make Hydra reject an unknown word (`model.activation=swish`) and a wrong type
+(`train.batch_size=abc`) while it composes the config. The names of registry entries
+(`norm.kind`, `model.name`, `data.name`) are plain words checked against their registry, so
+adding a normalizer, model or dataset never touches this file. Range and cross-field checks that a
 type cannot express (`train.batch_size=0`, `optim.lr=-1`, batch norm on a batch of one) live
 in `bnexp.validation`, which runs before any run folder exists (see `bnexp.callbacks`). This
 module imports nothing of bnexp: every other module may import it.
@@ -13,21 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-
-class DatasetName(Enum):
-    mnist = "mnist"
-    fashion_mnist = "fashion_mnist"
-    cifar10 = "cifar10"
-
-
-class ModelName(Enum):
-    mlp = "mlp"
-    resnet = "resnet"
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"  # the YAML files, shipped in the package
+INCLUDED_ONLY = ("studies", "budget")  # conf/ folders that experiment files include, never chosen
 
 
 class Activation(Enum):
@@ -42,15 +37,6 @@ class Init(Enum):
     kaiming = "kaiming"  # He normal, fan_in, gain for ReLU
     xavier = "xavier"  # Glorot normal
     normal = "normal"  # N(0, model.init_std^2)
-
-
-class NormKind(Enum):
-    none = "none"
-    batch = "batch"  # Ioffe & Szegedy 2015
-    group = "group"  # Wu & He 2018: norm.groups groups of channels per example
-    layer = "layer"  # Ba et al. 2016: all features of one example
-    batch_renorm = "batch_renorm"  # Ioffe 2017: r/d correction towards the running statistics
-    ghost = "ghost"  # Hoffer et al. 2017: statistics of virtual batches inside the SGD batch
 
 
 class Placement(Enum):
@@ -117,7 +103,7 @@ class Device(Enum):
 
 @dataclass
 class DataConfig:
-    name: DatasetName = DatasetName.fashion_mnist
+    name: str = "fashion_mnist"  # a dataset of bnexp.datasets.DATASETS (bnexp --help lists them)
     root: Optional[str] = None  # folder searched first; else $BNEXP_DATA, user cache, /usr/share/datasets
     download: bool = False  # fetch with torchvision's downloader (checksummed) when not found
     train_subset: Optional[int] = None  # examples kept from the training set (class-balanced); null = all
@@ -126,30 +112,8 @@ class DataConfig:
 
 
 @dataclass
-class MLPConfig:
-    name: ModelName = ModelName.mlp
-    depth: int = 3  # hidden layers
-    width: int = 100  # units per hidden layer
-    activation: Activation = Activation.relu
-    dropout: float = 0.0  # probability, after each hidden block
-    init: Init = Init.default
-    init_std: float = 0.01  # std of N(0, std^2) weights when init=normal
-
-
-@dataclass
-class ResNetConfig:
-    name: ModelName = ModelName.resnet
-    depth: int = 20  # 6n+2 layers: 20, 32, 44, 56, 110 (He et al. 2016, CIFAR)
-    width: float = 1.0  # channel multiplier on the 16/32/64 stages
-    activation: Activation = Activation.relu
-    dropout: float = 0.0  # probability, before the classifier
-    init: Init = Init.kaiming
-    init_std: float = 0.01  # std of N(0, std^2) weights when init=normal
-
-
-@dataclass
 class NormConfig:
-    kind: NormKind = NormKind.batch
+    kind: str = "batch"  # a normalizer of bnexp.norm.NORMS (bnexp --help lists them)
     placement: Placement = Placement.before
     affine: Affine = Affine.both
     momentum: float = 0.1  # PyTorch convention: weight of the NEW batch in the running average
@@ -215,25 +179,14 @@ class Config:
     results_dir: str = "results"  # relative paths are taken from the launch directory
     rerun: Rerun = Rerun.missing  # what a repeated launch runs again
     report: bool = False  # after a sweep (-m), write <results_dir>/<study>/report/
-    scale: str = "quick"  # study budget chosen by the scale group (quick | full)
+    scale: Optional[str] = None  # a study's scale, set by experiment=<study>/<scale>; null: ad hoc
     data: DataConfig = field(default_factory=DataConfig)
-    model: Any = None  # MLPConfig or ResNetConfig, chosen by the model group
+    model: Any = None  # the chosen model's schema (bnexp.models.MODELS), from the model group
     norm: NormConfig = field(default_factory=NormConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-def register_configs() -> None:
-    """Put the schemas where the YAML files of `conf/` find them (`/<name>@_here_`)."""
-    cs = ConfigStore.instance()
-    # Stored outside the groups, so that `bnexp --help` lists only the real options.
-    for name, node in [("config_schema", Config), ("data_schema", DataConfig),
-                       ("mlp_schema", MLPConfig), ("resnet_schema", ResNetConfig),
-                       ("norm_schema", NormConfig), ("optim_schema", OptimConfig),
-                       ("train_schema", TrainConfig)]:
-        cs.store(name=name, node=node)
 
 
 class ConfigError(ValueError):

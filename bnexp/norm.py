@@ -26,8 +26,8 @@ does everywhere else. `describe()` records the choice.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from dataclasses import dataclass, fields
+from typing import Callable, Optional
 
 from torch import nn
 
@@ -37,8 +37,22 @@ from bnexp.normalizers import BatchRenorm, GhostBatchNorm, _RunningStatsNorm
 ActivationFactory = Callable[[], nn.Module]
 
 
-NORM_KEYS = ("placement", "affine", "momentum", "eps", "groups", "virtual_batch_size",
-             "r_max", "d_max", "renorm_warmup_steps")
+NORM_KEYS = tuple(key.name for key in fields(NormConfig) if key.name != "kind")
+COMMON_KEYS = ("placement", "affine", "momentum", "eps")
+
+
+@dataclass(frozen=True)
+class NormUse:
+    """How a model uses its norms: what a normalizer's validation hook may check."""
+
+    model: str  # model.name, for messages
+    batch_size: int  # examples per training batch
+    widths: tuple[int, ...]  # channels of every norm layer the model builds
+    feature_maps: bool  # inputs (N, C, H, W): a batch of one still has H x W values per channel
+
+
+def _no_check(cfg: NormConfig, use: NormUse) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -46,9 +60,11 @@ class NormSpec:
     """One normalizer: how to build it, and the facts the rest of bnexp needs about it."""
 
     build: Callable[[int, int, NormConfig], Optional[nn.Module]]  # (channels, spatial dims, cfg)
+    summary: str  # one line for `bnexp --help`: what it normalises over, and its source
     cancels_bias: bool  # subtracts a per-channel mean, so a bias right before it has no effect
     batch_statistics: bool  # normalises with statistics across the examples of a batch
-    reads: tuple[str, ...] = ("placement", "affine", "momentum", "eps")  # norm.* keys it uses
+    reads: tuple[str, ...] = COMMON_KEYS  # the norm.* keys it uses (the others cannot change a run)
+    check: Callable[[NormConfig, NormUse], None] = _no_check  # ConfigError for what it cannot run
 
 
 def _batch_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
@@ -80,19 +96,38 @@ def _ghost(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
 def _no_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> None:
     return None
 
+def _check_ghost(cfg: NormConfig, use: NormUse) -> None:
+    if use.batch_size % cfg.virtual_batch_size:
+        raise ConfigError(
+            f"norm.virtual_batch_size={cfg.virtual_batch_size} must divide "
+            f"train.batch_size={use.batch_size} for norm.kind=ghost")
+
+
+def _check_group(cfg: NormConfig, use: NormUse) -> None:
+    if any(width % cfg.groups for width in use.widths):
+        raise ConfigError(f"norm.groups={cfg.groups} must divide every layer's width "
+                          f"{list(use.widths)} for norm.kind=group")
+
+
 
 NORMS: dict[str, NormSpec] = {
-    "none": NormSpec(_no_norm, cancels_bias=False, batch_statistics=False, reads=()),
-    "batch": NormSpec(_batch_norm, cancels_bias=True, batch_statistics=True),
-    "group": NormSpec(_group_norm, cancels_bias=False, batch_statistics=False,
-                      reads=("placement", "affine", "eps", "groups")),
-    "layer": NormSpec(_layer_norm, cancels_bias=False, batch_statistics=False,
+    "none": NormSpec(_no_norm, "no normalization: weight -> activation",
+                     cancels_bias=False, batch_statistics=False, reads=()),
+    "batch": NormSpec(_batch_norm, "per channel over the batch (Ioffe & Szegedy 2015)",
+                      cancels_bias=True, batch_statistics=True),
+    "group": NormSpec(_group_norm, "per example over norm.groups groups of channels (Wu & He 2018)",
+                      cancels_bias=False, batch_statistics=False,
+                      reads=("placement", "affine", "eps", "groups"), check=_check_group),
+    "layer": NormSpec(_layer_norm, "per example over all its features (Ba et al. 2016)",
+                      cancels_bias=False, batch_statistics=False,
                       reads=("placement", "affine", "eps")),
-    "batch_renorm": NormSpec(_batch_renorm, cancels_bias=True, batch_statistics=True,
-                             reads=("placement", "affine", "momentum", "eps", "r_max",
-                                    "d_max", "renorm_warmup_steps")),
-    "ghost": NormSpec(_ghost, cancels_bias=True, batch_statistics=True,
-                      reads=("placement", "affine", "momentum", "eps", "virtual_batch_size")),
+    "batch_renorm": NormSpec(_batch_renorm, "batch norm corrected towards the running "
+                             "statistics by clipped r/d (Ioffe 2017)",
+                             cancels_bias=True, batch_statistics=True,
+                             reads=(*COMMON_KEYS, "r_max", "d_max", "renorm_warmup_steps")),
+    "ghost": NormSpec(_ghost, "batch norm over virtual batches of norm.virtual_batch_size "
+                      "(Hoffer et al. 2017)", cancels_bias=True, batch_statistics=True,
+                      reads=(*COMMON_KEYS, "virtual_batch_size"), check=_check_ghost),
 }
 
 
@@ -113,33 +148,28 @@ def is_norm_layer(module: nn.Module) -> bool:
     return isinstance(module, NORM_LAYER_TYPES)
 
 
-def validate_norm(cfg: NormConfig, model: Any, train: Any) -> None:
-    """Combinations a norm cannot run with, as ConfigError naming the keys and the fix."""
-    spec = NORMS[cfg.kind.value]
-    kind = cfg.kind.value
-    if spec.batch_statistics and train.batch_size == 1 and model.name.value == "mlp":
+def validate_norm(cfg: NormConfig, use: NormUse, norm_only: bool) -> None:
+    """Combinations a norm cannot run with, as ConfigError naming the keys and the fix:
+    rules every normalizer shares, then its own `check` hook."""
+    if cfg.kind not in NORMS:
+        raise ConfigError(f"norm.kind={cfg.kind} is invalid: expected one of {', '.join(NORMS)}")
+    spec = NORMS[cfg.kind]
+    if spec.batch_statistics and use.batch_size == 1 and not use.feature_maps:
         raise ConfigError(
-            f"train.batch_size=1 is invalid with norm.kind={kind} on model=mlp: batch statistics "
-            "of one example are undefined (its variance is 0); use a batch of 2 or more, or a "
-            "per-example norm (norm=layer, norm=group) or norm=none")
-    if kind == "ghost" and train.batch_size % cfg.virtual_batch_size:
-        raise ConfigError(
-            f"norm.virtual_batch_size={cfg.virtual_batch_size} must divide "
-            f"train.batch_size={train.batch_size} for norm.kind=ghost")
-    if kind == "group":
-        widths = [model.width] if model.name.value == "mlp" else [
-            max(1, round(c * model.width)) for c in (16, 32, 64)]
-        if any(width % cfg.groups for width in widths):
-            raise ConfigError(f"norm.groups={cfg.groups} must divide every layer's width "
-                              f"{widths} for norm.kind=group")
-    if train.trainable.value == "norm_only" and (kind == "none" or cfg.affine.value == "none"):
+            f"train.batch_size=1 is invalid with norm.kind={cfg.kind} on model={use.model}: "
+            "batch statistics of one example are undefined (its variance is 0); use a batch of "
+            "2 or more, or a per-example norm (norm=layer, norm=group) or norm=none")
+    spec.check(cfg, use)
+    if norm_only and ("affine" not in spec.reads or cfg.affine == Affine.none):
         raise ConfigError("train.trainable=norm_only needs learnable gamma/beta: choose a "
                           "norm.kind other than none and norm.affine other than none")
 
 
 def unused_keys(kind: str) -> set[str]:
-    """The `norm.*` keys that cannot change a model with this norm kind (for run identity)."""
-    return {f"norm.{key}" for key in NORM_KEYS if key not in NORMS[kind].reads}
+    """The `norm.*` keys that cannot change a model with this norm kind (none for a kind
+    that is not registered: validation rejects it)."""
+    reads = NORMS[kind].reads if kind in NORMS else NORM_KEYS
+    return {f"norm.{key}" for key in NORM_KEYS if key not in reads}
 
 
 class BlockFactory:
@@ -148,7 +178,7 @@ class BlockFactory:
 
     def __init__(self, cfg: NormConfig):
         self.cfg = cfg
-        self.spec = NORMS[cfg.kind.value]
+        self.spec = NORMS[cfg.kind]
         self.before = cfg.placement == Placement.before
         self.created: list[nn.Module] = []  # every norm layer built, in order (probes, freezing)
         self.normalized_weights: list[nn.Module] = []  # weight layers directly followed by a norm

@@ -16,7 +16,7 @@ from bnexp.config import Compile, ConfigError, DataConfig, Device, TrainConfig, 
 from bnexp.engine import StepPlan, Fitter, autocast_for
 from bnexp.evaluation import evaluate_modes
 from bnexp.loader import PixelStandardizer, TrainBatches, balanced_subset, to_device
-from bnexp.models import build_model
+from bnexp.models import MODELS, build_model
 from bnexp.norm import BlockFactory
 from bnexp.optim import build_optimizer, build_schedule, effective_lr
 from bnexp.probes import ActivationProbe, GradientProbe
@@ -57,13 +57,13 @@ def load_splits(cfg: DataConfig, batch_size: int) -> tuple[datasets.Splits, Opti
     set, and no input channel is constant (its std of 0 would make every input NaN). Run
     before any run folder exists (bnexp.callbacks) and again by the run; decoding is cached
     per process."""
-    splits = datasets.load(cfg.name.value, cfg.root, cfg.download)
+    splits = datasets.load(cfg.name, cfg.root, cfg.download)
     available = splits.train_labels.shape[0]
     subset = None
     if cfg.train_subset is not None:
         if cfg.train_subset > available:
             raise ConfigError(f"data.train_subset={cfg.train_subset} exceeds the {available} "
-                              f"training examples of {cfg.name.value}: lower it or use null")
+                              f"training examples of {cfg.name}: lower it or use null")
         subset = balanced_subset(splits.train_labels, cfg.train_subset, cfg.subset_seed)
     examples = available if subset is None else len(subset)
     if batch_size > examples:
@@ -115,8 +115,8 @@ def build_session(cfg: DictConfig, threads: Optional[int]) -> Session:
     seed_everything(cfg.seed)
     data = place_data(cfg.data, cfg.train.batch_size, device)
     model, norms = build_model(cfg.model, cfg.norm, tuple(data["train"].images.shape[1:]),
-                               datasets.DATASETS[cfg.data.name.value].num_classes)
-    channels_last = device.type == "cuda" and cfg.model.name.value == "resnet"
+                               datasets.DATASETS[cfg.data.name].num_classes)
+    channels_last = device.type == "cuda" and MODELS[cfg.model.name].feature_maps
     model.to(device)
     if channels_last:  # NHWC convolutions are the fast path on recent GPUs
         model.to(memory_format=torch.channels_last)

@@ -2,7 +2,7 @@
 (`train.batch_size=0`, `optim.lr=-1`, a non-finite number, an unknown key added with `+`)
 and combinations (batch norm on a batch of one, Nesterov without momentum, ...), each a
 `ConfigError` of one line naming the key and what is allowed. Norm-specific rules are the
-norm registry's (`bnexp.norm.validate_norm`).
+norm registry's (`bnexp.norm.validate_norm` and each normalizer's `check` hook).
 """
 from __future__ import annotations
 
@@ -11,17 +11,20 @@ import re
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from bnexp.config import (Compile, Config, ConfigError, Device, EvalMode, MLPConfig, ModelName,
-                          OptimName, ResNetConfig)
+from bnexp.config import Compile, Config, ConfigError, Device, EvalMode, OptimName, Trainable
+from bnexp.datasets import DATASETS
+from bnexp.models import MODELS, norm_use
 from bnexp.norm import validate_norm
-
-MODEL_SCHEMAS = {ModelName.mlp: MLPConfig, ModelName.resnet: ResNetConfig}
 
 
 def validate(cfg: DictConfig) -> None:
     """Reject values no type can catch, with one line naming the key and what is allowed."""
+    for key, registry in (("model.name", MODELS), ("data.name", DATASETS)):
+        if OmegaConf.select(cfg, key) not in registry:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} is invalid: expected one of "
+                              f"{', '.join(registry)}")
     unknown = unknown_keys(cfg)
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a bnexp key (a typo, or added with '+'?): "
@@ -94,7 +97,7 @@ def unknown_keys(cfg: DictConfig) -> list[str]:
             if key not in declared:
                 found.append(f"{prefix}{key}")
                 continue
-            child = MODEL_SCHEMAS.get(cfg.model.name) if prefix + key == "model" \
+            child = MODELS[cfg.model.name].schema if prefix + key == "model" \
                 else getattr(schema, key)
             if is_dataclass(child) and isinstance(node[key], DictConfig):
                 found += walk(node[key], child, f"{prefix}{key}.")
@@ -114,17 +117,15 @@ def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _validate_combinations(cfg: DictConfig) -> None:
-    if cfg.model.name == ModelName.resnet and (cfg.model.depth - 2) % 6 != 0:
-        raise ConfigError(
-            f"model.depth={cfg.model.depth} is invalid for model=resnet: expected 6n+2 "
-            "(20, 32, 44, 56, 110)")
+    MODELS[cfg.model.name].check(cfg.model)
     if cfg.optim.nesterov and cfg.optim.name != OptimName.sgd:
         raise ConfigError(f"optim.nesterov=true is invalid with optim={cfg.optim.name.value}: "
                           "Nesterov momentum is an SGD option; use optim=sgd")
     if cfg.optim.nesterov and cfg.optim.momentum == 0:
         raise ConfigError("optim.nesterov=true is invalid with optim.momentum=0: "
                           "Nesterov needs momentum > 0")
-    validate_norm(cfg.norm, cfg.model, cfg.train)
+    validate_norm(cfg.norm, norm_use(cfg.model, cfg.train.batch_size),
+                  norm_only=cfg.train.trainable == Trainable.norm_only)
     if cfg.train.compile != Compile.off and (cfg.probe.activations or cfg.probe.gradients):
         raise ConfigError("train.compile and probes do not mix: every probed step attaches "
                           "hooks, which forces a recompilation; set train.compile=off")

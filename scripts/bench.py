@@ -30,7 +30,6 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,14 +40,11 @@ import torchvision
 from torchvision import transforms
 from torchvision.datasets import FakeData, FashionMNIST
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from dataset_files import write_cifar_dataset, write_idx_dataset  # noqa: E402
-from bnexp.cli import CONFIG_DIR  # noqa: E402  (registers the config schemas)
-from bnexp.engine import StepPlan  # noqa: E402
-from bnexp.identity import register_resolvers  # noqa: E402
-from bnexp.records import METRIC_COLUMNS, TableLog  # noqa: E402
-from bnexp.session import build_session  # noqa: E402
+from bnexp.compose import compose_config
+from bnexp.dataset_files import write_cifar_dataset, write_idx_dataset
+from bnexp.engine import StepPlan
+from bnexp.records import METRIC_COLUMNS, TableLog
+from bnexp.session import build_session
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 MODELS = {  # name -> overrides giving the benchmarked model and data
@@ -57,14 +53,6 @@ MODELS = {  # name -> overrides giving the benchmarked model and data
     "resnet20": ["model=resnet", "model.depth=20", "norm=batch", "data=cifar10",
                  "data.augment=true"],
 }
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def fake_cifar_root(folder: Path, images: int) -> Path:
@@ -231,7 +219,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> list[dict]:
                 steps = steps_for(model, batch, args.quick)
                 for label, overrides, measure_a in (
                         variants if (model, count) == ("mlp", 1) else variants[:1]):
-                    cfg = compose(MODELS[model] + extra + [f"train.batch_size={batch}",
+                    cfg = compose_config(*MODELS[model] + extra + [f"train.batch_size={batch}",
                                                            f"train.threads={count}", *overrides])
                     timings = {"bnexp": [], "bare": [], "dataloader": []}
                     for _ in range(args.repeats):

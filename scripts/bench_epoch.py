@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import (MODELS, bnexp_steps_per_second, compose, fake_cifar_root,  # noqa: E402
-                   synchronize)
-from bnexp.loader import CROP_PADDING, crop_and_flip  # noqa: E402
-from bnexp.models import build_model  # noqa: E402
-from bnexp.session import build_session  # noqa: E402
+from bnexp.compose import compose_config
+from bnexp.loader import CROP_PADDING, crop_and_flip
+from bnexp.models import build_model
+from bnexp.session import build_session
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script bench.py
+from bench import MODELS, bnexp_steps_per_second, fake_cifar_root, synchronize  # noqa: E402
 
 COMPILE_MODES = ["off", "default", "reduce_overhead", "max_autotune"]
 
@@ -106,7 +106,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = fake_cifar_root(Path(scratch), images)
         for batch in batches:
-            cfg = compose(MODELS["resnet20"] + [
+            cfg = compose_config(*MODELS["resnet20"], *[
                 f"data.root={root}", f"train.batch_size={batch}", f"train.amp={cuda}",
                 f"train.compile={args.compile}", "train.device=auto"])
             timings: dict[str, list[float]] = {"bnexp": [], "minimal": []}

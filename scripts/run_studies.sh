@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run the curated studies (conf/experiment/*.yaml) one after another, each ending with its
-# report in results/<study>/report/. Completed runs are skipped, so an interrupted call is
+# Run the curated studies (conf/experiment/<study>/<scale>.yaml) one after another, each
+# ending with its report in results/<study>/report/. Completed runs are skipped, so an interrupted call is
 # simply run again.
 #   bash scripts/run_studies.sh [quick|full] [study ...] [-- extra overrides for every run]
 #   bash scripts/run_studies.sh quick                       # all nine at the CPU budget
@@ -15,14 +15,14 @@ STUDIES=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do STUDIES+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 if [ ${#STUDIES[@]} -eq 0 ]; then
-  for file in conf/experiment/*.yaml; do STUDIES+=("$(basename "$file" .yaml)"); done
+  for folder in conf/experiment/*/; do STUDIES+=("$(basename "$folder")"); done
 fi
 
 failed=()
 for study in "${STUDIES[@]}"; do
   echo "=== $study ($SCALE) ==="
   started=$(date +%s)
-  if ! .venv/bin/bnexp -m "experiment=$study" "scale=$SCALE" report=true "$@"; then
+  if ! .venv/bin/bnexp -m "experiment=$study/$SCALE" report=true "$@"; then
     failed+=("$study")
   fi
   echo "=== $study: $(( $(date +%s) - started )) s ==="

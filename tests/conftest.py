@@ -1,32 +1,14 @@
-"""Shared fixtures: the real config composed and shrunk, dataset files written in the real
-on-disk formats (dataset_files.py, independently of bnexp's readers), and the real `bnexp`
-command."""
+"""Fixtures: dataset files written in the real on-disk formats (bnexp.dataset_files, written
+independently of bnexp's readers) and the real Fashion-MNIST. Shared helpers are in
+helpers.py; the config is composed with bnexp.compose.compose_config."""
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
-from typing import Optional
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
-from bnexp.cli import CONFIG_DIR
-from dataset_files import write_cifar_dataset, write_idx_dataset
-
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-BNEXP = Path(sys.executable).parent / "bnexp"
-INJECT_FAULTS = Path(__file__).with_name("inject_faults.py")
-
-
-def compose_config(*overrides: str) -> DictConfig:
-    """The config exactly as `bnexp <overrides>` would compose it."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+from bnexp.dataset_files import write_cifar_dataset, write_idx_dataset
+from helpers import FASHION_MNIST
 
 
 @pytest.fixture
@@ -41,36 +23,6 @@ def cifar_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     write_cifar_dataset(root / "cifar-10-batches-py")
     return root
-
-
-def run_bnexp(*args: str, cwd: Path, env: Optional[dict] = None, timeout: int = 300
-              ) -> subprocess.CompletedProcess:
-    """The installed `bnexp` command, as a user types it, in `cwd`."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([str(BNEXP), *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def run_injected(fault, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`bnexp <args>` with a fault injected (tests/inject_faults.py lists them)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, str(INJECT_FAULTS), json.dumps(fault), *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def slurm_available() -> bool:
-    """A SLURM cluster answers and has an idle node (scripts/slurm_local.sh starts one)."""
-    if shutil.which("sinfo") is None:
-        return False
-    probe = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    return probe.returncode == 0 and "idle" in probe.stdout
-
-
-def run_folders(results: Path) -> list[Path]:
-    """Every folder holding a run record (a Hydra `.hydra/` snapshot) under `results`."""
-    return sorted(p.parent for p in results.rglob(".hydra")) if results.exists() else []
 
 
 @pytest.fixture

@@ -10,18 +10,25 @@ import torch
 from bnexp.callbacks import check_runnable
 from bnexp.config import ConfigError, flatten
 from bnexp.validation import validate
-from bnexp.models import build_model
-from conftest import CONFIG_DIR, compose_config, run_bnexp, run_folders
+from bnexp.datasets import DATASETS
+from bnexp.models import MODELS, build_model
+from bnexp.norm import NORMS
+from bnexp.compose import CONFIG_DIR, compose_config
+from helpers import run_bnexp, run_folders
 
 GROUPS = {group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
           for group in ("data", "model", "norm", "optim", "train")}
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
-def test_groups_hold_the_documented_options():
-    assert GROUPS == {"data": ["cifar10", "fashion_mnist", "mnist"], "model": ["mlp", "resnet"],
-                      "norm": ["batch", "batch_renorm", "ghost", "group", "layer", "none"], "optim": ["adam", "adamw", "sgd"],
-                      "train": ["default"]}
+def test_config_groups_are_exactly_the_registries():
+    """Every registered normalizer, model and dataset has its config file, and every config
+    file names a registered one (a new entry is then composed, validated and built below)."""
+    assert GROUPS["norm"] == sorted(NORMS) and GROUPS["model"] == sorted(MODELS)
+    assert GROUPS["data"] == sorted(DATASETS)
+    assert GROUPS["optim"] == ["adam", "adamw", "sgd"] and GROUPS["train"] == ["default"]
+    for kind in NORMS:
+        assert compose_config(f"norm={kind}").norm.kind == kind
 
 
 @pytest.mark.parametrize("data, model, norm, optim", list(itertools.product(
@@ -30,7 +37,7 @@ def test_every_combination_composes_validates_and_builds(data, model, norm, opti
     cfg = compose_config(f"data={data}", f"model={model}", f"norm={norm}", f"optim={optim}",
                          "model.depth=8" if model == "resnet" else "model.depth=2")
     validate(cfg)
-    assert cfg.data.name.value == data and cfg.model.name.value == model
+    assert cfg.data.name == data and cfg.model.name == model
     built, _ = build_model(cfg.model, cfg.norm, INPUT_SHAPES[data], 10)
     assert built(torch.zeros(2, *INPUT_SHAPES[data])).shape == (2, 10)
     flat = flatten(cfg)
@@ -56,7 +63,9 @@ def test_batch_of_one_is_fine_without_batch_norm():
 
 
 @pytest.mark.parametrize("override, fragments", [
-    ("norm.kind=foo", ["norm.kind", "none, batch, group, layer, batch_renorm, ghost"]),
+    ("norm.kind=foo", ["norm.kind=foo", "none, batch, group, layer, batch_renorm, ghost"]),
+    ("model.name=vgg", ["model.name=vgg", "mlp, resnet"]),
+    ("data.name=svhn", ["data.name=svhn", "mnist, fashion_mnist, cifar10"]),
     ("train.batch_size=abc", ["train.batch_size", "abc"]),
     ("train.batch_size=0", ["train.batch_size=0", ">= 1"]),
     ("optim.lr=-1", ["optim.lr", "> 0"]),
@@ -92,9 +101,14 @@ def test_help_is_bnexps_own(tmp_path):
     result = run_bnexp("--help", cwd=tmp_path)
     assert result.returncode == 0
     for text in ("bnexp: Batch Normalization ablation runs", "data: cifar10, fashion_mnist, mnist",
-                 "norm: batch, batch_renorm, ghost, group, layer, none", "norm.placement (before|after)", "Examples:",
-                 "bnexp -m norm=batch,none"):
+                 "norm: batch, batch_renorm, ghost, group, layer, none",
+                 "norm.placement=before|after", "Examples:", "bnexp -m norm=batch,none",
+                 "ghost         batch norm over virtual batches",
+                 "reads placement, affine, momentum, eps, virtual_batch_size",
+                 "resnet        CIFAR ResNet", "cifar10       10 classes"):
         assert text in result.stdout
+    for key in flatten(compose_config()):  # every key, generated from the schemas
+        assert key.split(".")[0] == "model" or key in result.stdout, key
     assert "Powered by Hydra" not in result.stdout
 
 

@@ -9,7 +9,7 @@ import torch
 
 from bnexp import datasets
 from bnexp.formats import DatasetFileError
-from dataset_files import write_cifar_dataset, write_idx, write_idx_dataset
+from bnexp.dataset_files import write_cifar_dataset, write_idx, write_idx_dataset
 
 
 @pytest.mark.parametrize("compress", [False, True])

@@ -17,7 +17,8 @@ from bnexp.loader import DeviceSplit, PixelStandardizer
 from bnexp.models import build_model
 from bnexp.optim import effective_lr
 from bnexp.probes import ActivationProbe, GradientProbe
-from conftest import compose_config, run_bnexp, run_folders
+from bnexp.compose import compose_config
+from helpers import run_bnexp, run_folders
 
 NO_AUTOCAST = autocast_for(torch.device("cpu"), False)
 

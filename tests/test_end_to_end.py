@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bnexp.records import METRIC_COLUMNS
-from conftest import run_bnexp, run_folders
+from helpers import run_bnexp, run_folders
 
 
 def only_run(results: Path) -> Path:

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BNEXP, run_bnexp, run_folders, run_injected, slurm_available
-from dataset_files import write_idx, write_idx_dataset
+from helpers import BNEXP, run_bnexp, run_folders, run_injected, slurm_available
+from bnexp.dataset_files import write_idx, write_idx_dataset
 
 # 120 examples / 16 = 7 steps per epoch, 28 steps; checkpoints at steps 7, 14, 21, 28
 SMALL = ["data=mnist", "train.batch_size=16", "train.log_every=3", "train.epochs=4"]
@@ -366,7 +366,7 @@ class ZeroStrideArray:
 
 
 def cifar_zero_stride(root: Path) -> None:
-    from dataset_files import write_cifar_dataset
+    from bnexp.dataset_files import write_cifar_dataset
 
     write_cifar_dataset(root)
     (root / "test_batch").write_bytes(pickle.dumps(

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bnexp.identity import config_hash, run_id, semantic_config
-from conftest import compose_config
+from bnexp.compose import compose_config
 
 
 def test_explicit_default_and_override_order_do_not_change_the_id():

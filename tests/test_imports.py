@@ -11,19 +11,19 @@ import bnexp
 PACKAGE = Path(bnexp.__file__).resolve().parent
 TIERS = [  # a module may import only from tiers before its own (report: also within report)
     {"bnexp", "bnexp.config", "bnexp.interrupts", "bnexp.formats", "bnexp.loader",
-     "bnexp.normalizers"},
+     "bnexp.normalizers", "bnexp.dataset_files"},
     {"bnexp.datasets", "bnexp.records", "bnexp.lock", "bnexp.norm", "bnexp.optim",
      "bnexp.models.layers"},
     {"bnexp.identity", "bnexp.checkpoint", "bnexp.models.mlp", "bnexp.models.resnet",
-     "bnexp.probes", "bnexp.validation"},
+     "bnexp.probes"},
     {"bnexp.models", "bnexp.engine"},
-    {"bnexp.evaluation"},
+    {"bnexp.evaluation", "bnexp.validation", "bnexp.help"},
     {"bnexp.session"},
     {"bnexp.run"},
     {"bnexp.jobs", "bnexp.sweep", "bnexp.report", "bnexp.report.collect", "bnexp.report.stats",
      "bnexp.report.layout", "bnexp.report.plots", "bnexp.report.diagnostics",
      "bnexp.report.page", "bnexp.report.build"},
-    {"bnexp.callbacks", "bnexp.report.cli", "bnexp.report.__main__"},
+    {"bnexp.callbacks", "bnexp.compose", "bnexp.report.cli", "bnexp.report.__main__"},
     {"bnexp.cli"},
     {"bnexp.__main__"},
 ]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from bnexp.models import build_model
-from conftest import compose_config
+from bnexp.compose import compose_config
 
 
 def model_for(*overrides: str, shape=(1, 28, 28)) -> nn.Module:

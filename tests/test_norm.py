@@ -9,7 +9,7 @@ from torch import nn
 from bnexp.models import build_model
 from bnexp.models.resnet import BasicBlock
 from bnexp.norm import BlockFactory
-from conftest import compose_config
+from bnexp.compose import compose_config
 
 
 def factory(*overrides: str) -> BlockFactory:

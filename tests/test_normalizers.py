@@ -1,5 +1,8 @@
 """The normalizers beyond BN, each against a reference: PyTorch's own functions for group
-and layer norm, a direct computation written here for batch renorm and ghost batch norm."""
+and layer norm, a direct computation written here for batch renorm and ghost batch norm.
+Every registered normalizer is checked for affine, placement and the registry's facts about
+it (which keys it reads, whether it cancels a bias, whether it uses batch statistics) by
+what its layer does, so a new registry entry is tested with no edit here."""
 from __future__ import annotations
 
 import pytest
@@ -8,12 +11,64 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnexp.models import build_model
-from bnexp.norm import BlockFactory
-from conftest import compose_config
+from bnexp.norm import NORM_KEYS, NORMS, BlockFactory
+from bnexp.compose import compose_config
 
 
 def norm_layer(*overrides: str, channels: int = 8, spatial: int = 0) -> nn.Module:
     return BlockFactory(compose_config(*overrides).norm).norm(channels, spatial)
+
+
+LAYER_KINDS = [kind for kind in NORMS if norm_layer(f"norm={kind}") is not None]
+CHANGED = {"momentum": 0.5, "eps": 0.5, "groups": 2, "virtual_batch_size": 4, "r_max": 1.5,
+           "d_max": 0.5, "renorm_warmup_steps": 1}  # a different value of every layer key
+BLOCK_KEYS = {"placement", "affine"}  # read by the block around the layer (tested below)
+
+
+def test_every_layer_key_has_a_changed_value_here():
+    assert set(CHANGED) | BLOCK_KEYS == set(NORM_KEYS)
+
+
+def outputs(layer: nn.Module, spatial: int) -> list[torch.Tensor]:
+    """Three training steps on fixed inputs, then an eval-mode forward."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (16, 8, 3, 3) if spatial else (16, 8)
+    inputs = [torch.randn(shape, generator=generator) * 3 + 1 for _ in range(4)]
+    seen = [layer.train()(x) for x in inputs[:3]]
+    return [*seen, layer.eval()(inputs[3])]
+
+
+@pytest.mark.parametrize("kind", LAYER_KINDS)
+@pytest.mark.parametrize("key", sorted(CHANGED))
+@pytest.mark.parametrize("spatial", [0, 2])
+def test_a_norm_reads_exactly_the_keys_the_registry_says(kind, key, spatial):
+    plain = outputs(norm_layer(f"norm={kind}", spatial=spatial), spatial)
+    changed = outputs(norm_layer(f"norm={kind}", f"norm.{key}={CHANGED[key]}", spatial=spatial),
+                      spatial)
+    differs = any(not torch.equal(a, b) for a, b in zip(plain, changed))
+    assert differs == (key in NORMS[kind].reads)
+
+
+@pytest.mark.parametrize("kind", LAYER_KINDS)
+def test_cancels_bias_and_batch_statistics_match_the_layer(kind):
+    """A per-channel constant added to the input leaves the output alone exactly when the
+    registry says the norm cancels a bias; one example's output depends on the others of
+    its batch exactly when it says the norm uses batch statistics. Each forward is the first
+    step of a fresh layer (batch renorm starts as batch norm; later its d term carries a bias
+    until the running mean has caught up with it)."""
+    def first_step(x: torch.Tensor) -> torch.Tensor:
+        return norm_layer(f"norm={kind}", "norm.virtual_batch_size=4").train()(x)
+
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    shifted = torch.allclose(first_step(x + torch.linspace(-2, 2, 8)), first_step(x), atol=1e-4)
+    others = x.clone()
+    others[1:] = torch.randn(15, 8)
+    coupled = not torch.allclose(first_step(others)[0], first_step(x)[0], atol=1e-4)
+    assert (shifted, coupled) == (NORMS[kind].cancels_bias, NORMS[kind].batch_statistics)
+
+
+def test_norm_none_builds_no_layer_and_reads_no_key():
+    assert norm_layer("norm=none") is None and NORMS["none"].reads == ()
 
 
 def test_group_norm_matches_pytorch_and_a_hand_computation():
@@ -43,7 +98,7 @@ def test_layer_norm_matches_pytorch_on_vectors_and_feature_maps():
     torch.testing.assert_close(maps(y), by_hand, atol=1e-5, rtol=1e-5)  # gamma=1, beta=0
 
 
-@pytest.mark.parametrize("kind", ["group", "layer", "batch_renorm", "ghost"])
+@pytest.mark.parametrize("kind", LAYER_KINDS)
 @pytest.mark.parametrize("affine, has_weight, has_bias", [
     ("both", True, True), ("scale", True, False), ("shift", False, True), ("none", False, False)])
 def test_every_norm_obeys_affine(kind, affine, has_weight, has_bias):
@@ -53,7 +108,7 @@ def test_every_norm_obeys_affine(kind, affine, has_weight, has_bias):
     assert layer.train()(torch.randn(8, 8)).shape == (8, 8)
 
 
-@pytest.mark.parametrize("kind", ["group", "layer", "batch_renorm", "ghost"])
+@pytest.mark.parametrize("kind", LAYER_KINDS)
 @pytest.mark.parametrize("placement", ["before", "after"])
 def test_every_norm_obeys_placement(kind, placement):
     cfg = compose_config(f"norm={kind}", f"norm.placement={placement}", "model.depth=1")
@@ -61,8 +116,8 @@ def test_every_norm_obeys_placement(kind, placement):
     block = list(model[1])
     assert type(block[1 if placement == "before" else 2]) is type(norms.created[0])
     assert isinstance(block[2 if placement == "before" else 1], nn.ReLU)
-    # a bias before a norm that subtracts the per-channel batch mean is useless, else kept
-    assert (block[0].bias is None) == (placement == "before" and kind in ("batch_renorm", "ghost"))
+    # a bias before a norm that subtracts a per-channel mean is useless, else kept
+    assert (block[0].bias is None) == (placement == "before" and NORMS[kind].cancels_bias)
 
 
 def _renorm_by_hand(x, running_mean, running_var, r_max, d_max, eps):

@@ -20,7 +20,7 @@ from bnexp.report.build import Options, build_report
 from bnexp.report.collect import collect
 from bnexp.report.diagnostics import eval_mode_summary
 from bnexp.report.stats import detect_factors
-from conftest import run_bnexp, run_injected
+from helpers import run_bnexp, run_injected
 
 T_975 = {2: 4.302652729911275, 3: 3.182446305284263}  # Student t quantiles, from tables
 

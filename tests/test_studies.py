@@ -1,62 +1,89 @@
-"""The curated studies: every experiment composes and validates at both scales, every quick
-grid runs end to end (with a tiny budget) and writes its report, and the README lists them."""
+"""The curated studies: every experiment composes and validates at both scales with the
+groups and values its files choose, every quick grid runs end to end (with a tiny budget) and
+writes its report, and the README lists them."""
 from __future__ import annotations
 
-import copy
-import itertools
 import re
 import subprocess
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
 
+from bnexp.compose import CONFIG_DIR, compose_config, compose_sweep
 from bnexp.validation import validate
-from conftest import CONFIG_DIR
+from helpers import ROOT
 
-ROOT = CONFIG_DIR.parent
-STUDIES = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
-
-
-def compose_with_hydra(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+STUDIES = sorted(path.name for path in (CONFIG_DIR / "experiment").iterdir() if path.is_dir())
+SCALES = ["quick", "full"]
 
 
-def sweep_jobs(params: dict) -> list[list[str]]:
-    grid = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
-    return [list(job) for job in itertools.product(*grid)]
-
-
-def test_there_are_nine_studies():
+def test_there_are_nine_studies_each_at_both_scales():
     assert STUDIES == ["affine", "batch_size", "bn_paper_mnist", "eval_mode", "init_sensitivity",
                        "lr_robustness", "placement", "regularization", "resnet_cifar"]
+    for study in STUDIES:
+        assert sorted(p.stem for p in (CONFIG_DIR / "experiment" / study).glob("*.yaml")) \
+            == sorted(SCALES)
+    assert sorted(p.stem for p in (CONFIG_DIR / "studies").glob("*.yaml")) == STUDIES
 
 
-@pytest.mark.parametrize("scale", ["quick", "full"])
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_study_states_its_claim_source_and_command(study):
+    header = (CONFIG_DIR / "studies" / f"{study}.yaml").read_text()
+    assert header.startswith("# @package _global_") and "# Claim:" in header
+    assert "# Source:" in header and f"experiment={study}/" in header
+    for scale in SCALES:
+        text = (CONFIG_DIR / "experiment" / study / f"{scale}.yaml").read_text()
+        assert text.startswith("# @package _global_")
+        assert f"# Run:  bnexp -m experiment={study}/{scale} report=true" in text
+
+
+@pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("study", STUDIES)
 def test_every_job_of_every_study_composes_and_validates(study, scale):
-    base = compose_with_hydra([f"experiment={study}", f"scale={scale}"])
+    base = compose_config(f"experiment={study}/{scale}", hydra_node=True)
     assert base.study == study and base.scale == scale
-    header = (CONFIG_DIR / "experiment" / f"{study}.yaml").read_text()
-    assert header.startswith("# @package _global_") and "# Claim:" in header
-    assert "# Source:" in header and f"experiment={study}" in header
-    params = OmegaConf.to_container(base.hydra.sweeper.params)
+    params = base.hydra.sweeper.params
     assert "seed" in params and len(params) >= 2
-    composed = {}
-    for job in sweep_jobs(params):
-        groups = tuple(o for o in job if "." not in o.split("=")[0] and not o.startswith("seed="))
-        if groups not in composed:  # compose once per choice of config groups
-            composed[groups] = compose_with_hydra([f"experiment={study}", f"scale={scale}",
-                                                   *groups])
-        cfg = copy.deepcopy(composed[groups])
-        with open_dict(cfg.hydra):
-            for override in job:
-                key, value = override.split("=", 1)
-                if "." in key or key == "seed":
-                    OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=False)
-        validate(cfg)
+    jobs = compose_sweep(f"experiment={study}/{scale}")
+    expected = 1
+    for values in params.values():
+        expected *= len(str(values).split(","))
+    assert len(jobs) == expected
+    for job in jobs:
+        validate(job)
+        choices = job.hydra.runtime.choices  # the recorded groups say what the job runs
+        assert choices.data == job.data.name and choices.model == job.model.name
+        assert choices.norm == job.norm.kind
+
+
+def test_a_scale_may_switch_the_model_and_the_dataset():
+    """resnet_cifar: a small ResNet on Fashion-MNIST at quick scale, ResNet-20 on CIFAR-10 at
+    full scale, each recorded as the group it is."""
+    quick = compose_config("experiment=resnet_cifar/quick", hydra_node=True)
+    full = compose_config("experiment=resnet_cifar/full", hydra_node=True)
+    assert (quick.model.name, quick.model.depth, quick.data.name) == ("resnet", 8, "fashion_mnist")
+    assert (full.model.name, full.model.depth, full.data.name) == ("resnet", 20, "cifar10")
+    assert full.hydra.runtime.choices.data == "cifar10" and full.data.augment is True
+    placement = compose_config("experiment=placement/full", hydra_node=True)
+    assert placement.hydra.runtime.choices.data == "mnist" == placement.data.name
+
+
+def test_a_shared_budget_is_written_once():
+    """What every study's quick scale shares lives in budget/quick.yaml, not in its files."""
+    quick = yaml.safe_load((CONFIG_DIR / "budget" / "quick.yaml").read_text())
+    for study in STUDIES:
+        own = yaml.safe_load((CONFIG_DIR / "experiment" / study / "quick.yaml").read_text())
+        for group, values in quick.items():
+            if isinstance(values, dict) and isinstance(own.get(group), dict):
+                repeated = {k: v for k, v in values.items() if own[group].get(k) == v}
+                assert not repeated, f"{study}/quick repeats {group}: {repeated}"
+
+
+def test_a_study_without_a_scale_is_refused_in_one_line(tmp_path):
+    from helpers import run_bnexp
+    result = run_bnexp("-m", "experiment=placement", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "experiment=<study>/quick" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -77,7 +104,7 @@ def test_quick_grids_run_end_to_end_and_report(tmp_path, fashion_mnist):
 def test_readme_lists_exactly_the_studies():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Curated studies", 1)[1].split("\n## ", 1)[0]
-    listed = sorted(set(re.findall(r"`experiment=(\w+)`", section)))
+    listed = sorted(set(re.findall(r"`experiment=(\w+)/(?:quick|full)`", section)))
     assert listed == STUDIES
     results_readme = (ROOT / "results" / "README.md").read_text()
     for study in STUDIES:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BNEXP, run_bnexp, run_folders, run_injected, slurm_available
+from helpers import BNEXP, run_bnexp, run_folders, run_injected, slurm_available
 
 SMALL = ["train.batch_size=16", "train.log_every=3"]
 

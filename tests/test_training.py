@@ -18,7 +18,8 @@ from bnexp.optim import (FunctionalSGD, build_optimizer, build_schedule, lr_fact
                          parameter_groups, step_function)
 from bnexp.config import ConfigError
 from bnexp.validation import validate
-from conftest import compose_config, run_bnexp, run_folders
+from bnexp.compose import compose_config
+from helpers import run_bnexp, run_folders
 
 
 def _data(count=96, seed=0):

@@ -2,12 +2,24 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from torch import nn
 
-from bnexp.config import MLPConfig
+from bnexp.config import Activation, Init
 from bnexp.models.layers import ACTIVATIONS
 from bnexp.norm import BlockFactory
+
+
+@dataclass
+class MLPConfig:
+    name: str = "mlp"
+    depth: int = 3  # hidden layers
+    width: int = 100  # units per hidden layer
+    activation: Activation = Activation.relu
+    dropout: float = 0.0  # probability, after each hidden block
+    init: Init = Init.default
+    init_std: float = 0.01  # std of N(0, std^2) weights when init=normal
 
 
 def build_mlp(cfg: MLPConfig, norms: BlockFactory, input_shape: tuple[int, ...],

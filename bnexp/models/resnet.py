@@ -8,13 +8,40 @@ from the norm factory, which also decides the order around the addition.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnexp.config import ResNetConfig
+from bnexp.config import Activation, ConfigError, Init
 from bnexp.models.layers import ACTIVATIONS
 from bnexp.norm import ActivationFactory, BlockFactory
+
+
+@dataclass
+class ResNetConfig:
+    name: str = "resnet"
+    depth: int = 20  # 6n+2 layers: 20, 32, 44, 56, 110 (He et al. 2016, CIFAR)
+    width: float = 1.0  # channel multiplier on the 16/32/64 stages
+    activation: Activation = Activation.relu
+    dropout: float = 0.0  # probability, before the classifier
+    init: Init = Init.kaiming
+    init_std: float = 0.01  # std of N(0, std^2) weights when init=normal
+
+
+def check_resnet(cfg: ResNetConfig) -> None:
+    if (cfg.depth - 2) % 6 != 0:
+        raise ConfigError(f"model.depth={cfg.depth} is invalid for model=resnet: expected 6n+2 "
+                          "(20, 32, 44, 56, 110)")
+
+
+STAGE_CHANNELS = (16, 32, 64)  # He et al. 2016, sec. 4.2, before the width multiplier
+
+
+def stage_widths(cfg: ResNetConfig) -> list[int]:
+    """Channels of the stem and the three stages: every norm layer has one of these widths."""
+    return [max(1, round(channels * cfg.width)) for channels in STAGE_CHANNELS]
 
 
 class PadShortcut(nn.Module):
@@ -53,7 +80,7 @@ class ResNet(nn.Module):
         super().__init__()
         activation = ACTIVATIONS[cfg.activation.value]
         blocks_per_stage = (cfg.depth - 2) // 6
-        widths = [max(1, round(c * cfg.width)) for c in (16, 32, 64)]
+        widths = stage_widths(cfg)
         self.stem = norms.conv_block(in_channels, widths[0], 1, activation)
         blocks: list[nn.Module] = []
         channels = widths[0]
