@@ -19,7 +19,7 @@ import pickle
 import random
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -62,9 +62,10 @@ def save(folder: Path, fit_state: dict, tables: dict[str, list[dict]], config_ha
     records.write_saved(folder / CHECKPOINT, lambda stream: stream.write(serialized.getbuffer()))
 
 
-def load(folder: Path, config_hash: str) -> Optional[dict]:
-    """The saved state, or None when there is none. A checkpoint of another config (the
-    folder was reused by hand) is refused rather than silently mixed in."""
+def load(folder: Path, accepted_hashes: Sequence[str]) -> Optional[dict]:
+    """The saved state, or None when there is none. A checkpoint whose config hash is not
+    one of `accepted_hashes` (the folder was reused by hand) is refused rather than silently
+    mixed in."""
     path = folder / CHECKPOINT
     if not path.exists():
         return None
@@ -78,7 +79,7 @@ def load(folder: Path, config_hash: str) -> Optional[dict]:
                                 f"{str(error).splitlines()[0] if str(error) else ''})") from error
     if not isinstance(state, dict) or not {"fit", "rng", "tables"} <= set(state):
         raise CheckpointDamaged(f"{path} is not a bnexp checkpoint")
-    if state.get("config_hash") != config_hash:
+    if state.get("config_hash") not in accepted_hashes:
         raise ValueError(f"{path} belongs to config {state.get('config_hash')}, not "
-                         f"{config_hash}: move it away to start this run afresh")
+                         f"{accepted_hashes[0]}: move it away to start this run afresh")
     return state

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -187,6 +187,26 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# When a key is read: a key not read under a config cannot change the run, so it is left out of
+# the run's identity and shown as n/a in reports. The norm registry says the same of norm.*
+# keys (bnexp.norm.NormSpec.reads). Each condition takes the flat config ({'optim.schedule':
+# 'step', ...}); `.get` lets records of an older bnexp that lack a key be judged too.
+READ_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "model.init_std": lambda c: c.get("model.init") == "normal",
+    "optim.step_milestones": lambda c: c.get("optim.schedule") == "step",
+    "optim.step_gamma": lambda c: c.get("optim.schedule") == "step",
+    "optim.base_batch_size": lambda c: c.get("optim.scale_rule") not in (None, "none"),
+    "optim.decay_norm_bias": lambda c: (c.get("optim.weight_decay") or 0) > 0,
+    "train.epochs": lambda c: c.get("train.steps") is None,
+    "data.subset_seed": lambda c: c.get("data.train_subset") is not None,
+    "probe.every": lambda c: bool(c.get("probe.activations") or c.get("probe.gradients")),
+    "probe.units": lambda c: bool(c.get("probe.activations")),
+    "probe.saturation": lambda c: bool(c.get("probe.activations")),
+    "eval.batch_size": lambda c: bool({"batch", "homogeneous"} & set(c.get("eval.modes") or [])),
+    "eval.precise_batches": lambda c: "precise" in (c.get("eval.modes") or []),
+}
 
 
 class ConfigError(ValueError):

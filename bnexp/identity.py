@@ -3,11 +3,18 @@
 A run lives in `<results_dir>/<study>/<run-id>`. The run-id is a readable prefix (the values of
 the keys people usually vary) and a hash of the semantic config: every resolved value that can
 change what the run computes. The hash ignores the order of overrides (the config is a
-mapping), whether a default was written out (`optim.lr=0.1` composes to the same value), and
-keys that only say where or how to execute (listed in `NOT_SEMANTIC`), so relaunching a sweep
-in any order finds the same folders.
+mapping), whether a default was written out (`optim.lr=0.1` composes to the same value), keys
+that only say where or how to execute or where the data is found (`NOT_SEMANTIC`), and keys
+the config does not read (`unread_keys`: `model.init_std` unless `model.init=normal`, the
+norm keys a normalizer ignores, ...), so relaunching a sweep in any order finds the same folders
+and two configs that train the same run share one.
 
-The resolvers registered here let Hydra's `run.dir`/`sweep.dir` use the same functions.
+A folder recorded by an older bnexp under its own rule (identity v1, which hashed every key
+but the execution keys and the norm keys a normalizer ignores) is found and used as it is:
+`run_folder` prefers it when the current folder does not exist, and `accepted_hashes` lets its
+checkpoint resume. Nothing is renamed or retrained.
+
+The resolvers registered here let Hydra's `run.dir`/`sweep.subdir` use the same functions.
 """
 from __future__ import annotations
 
@@ -19,14 +26,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bnexp.config import flatten
+from bnexp.config import READ_WHEN, flatten
 from bnexp.norm import unused_keys
 
-NOT_SEMANTIC = {
+EXECUTION_KEYS = {
     "study", "results_dir", "rerun", "report",  # where records go, what a relaunch repeats
     "scale",  # a label: the budget it selects is in the semantic keys themselves
     "train.threads",  # execution only (joblib/SLURM choose it per job)
     "train.checkpoint_every",  # a resumed run equals an uninterrupted one
+}
+NOT_SEMANTIC = EXECUTION_KEYS | {
+    "data.root", "data.download",  # where the data is found, not which data (checksummed)
 }
 NAME_KEYS = [  # the readable prefix, in this order; values only
     ("model.name", ""), ("norm.kind", ""), ("norm.placement", ""), ("norm.affine", "affine-"),
@@ -35,30 +45,68 @@ NAME_KEYS = [  # the readable prefix, in this order; values only
 HASH_CHARS = 10  # 40 bits: a collision among a study's runs is vanishingly unlikely
 
 
+def unread_keys(values: dict[str, Any]) -> set[str]:
+    """The keys of a flat config that it does not read (so they cannot change the run)."""
+    unread = {key for key, read in READ_WHEN.items() if key in values and not read(values)}
+    return unread | unused_keys(values.get("norm.kind", ""))
+
+
 def task_config(cfg: DictConfig) -> DictConfig:
     """The config without Hydra's own node (present when called from an interpolation)."""
     return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
 
 
 def semantic_config(cfg: DictConfig) -> dict[str, Any]:
-    """The flattened config less the keys that cannot change the run: execution keys, and
-    norm keys the chosen norm does not read (`norm=none` with either placement is one run)."""
+    """The flattened config less the keys that cannot change the run."""
     values = flatten(task_config(cfg))
-    ignored = NOT_SEMANTIC | unused_keys(values["norm.kind"])
+    ignored = NOT_SEMANTIC | unread_keys(values)
     return {key: value for key, value in values.items() if key not in ignored}
 
 
-def config_hash(cfg: DictConfig) -> str:
-    canonical = json.dumps(semantic_config(cfg), sort_keys=True, separators=(",", ":"))
+def _digest(values: dict[str, Any]) -> str:
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_CHARS]
+
+
+def config_hash(cfg: DictConfig) -> str:
+    return _digest(semantic_config(cfg))
+
+
+def _legacy_v1_hash(cfg: DictConfig) -> str:
+    """The hash bnexp gave this config before unread keys other than norm.* were ignored."""
+    values = flatten(task_config(cfg))
+    ignored = EXECUTION_KEYS | unused_keys(values.get("norm.kind", ""))
+    return _digest({key: value for key, value in values.items() if key not in ignored})
+
+
+def accepted_hashes(cfg: DictConfig) -> list[str]:
+    """The hashes a record of this config may carry: the current one first, then the one an
+    older bnexp wrote."""
+    return list(dict.fromkeys([config_hash(cfg), _legacy_v1_hash(cfg)]))
+
+
+def _readable(cfg: DictConfig) -> str:
+    values = semantic_config(cfg)
+    parts = [f"{prefix}{values[key]}" for key, prefix in NAME_KEYS if key in values]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
 
 
 def run_id(cfg: DictConfig) -> str:
     """e.g. `mlp-batch-before-affine-both-bs64-lr0.1-s0-3f9c0e1a2b`."""
-    values = semantic_config(cfg)
-    parts = [f"{prefix}{values[key]}" for key, prefix in NAME_KEYS if key in values]
-    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
-    return f"{readable}-{config_hash(cfg)}"
+    return f"{_readable(cfg)}-{config_hash(cfg)}"
+
+
+def run_folder(cfg: DictConfig, launch_dir: str) -> Path:
+    """`<study dir>/<run-id>`; or, when that does not exist, the folder an older bnexp
+    recorded the same run in (its readable prefix names the same values)."""
+    study = study_dir(cfg, launch_dir)
+    current = study / run_id(cfg)
+    if not current.exists():
+        for legacy in accepted_hashes(cfg)[1:]:
+            candidate = study / f"{_readable(cfg)}-{legacy}"
+            if candidate.is_dir():
+                return candidate
+    return current
 
 
 def study_dir(cfg: DictConfig, launch_dir: str) -> Path:
@@ -67,9 +115,11 @@ def study_dir(cfg: DictConfig, launch_dir: str) -> Path:
 
 
 def register_resolvers() -> None:
-    """`${bnexp_run_id:}` and `${bnexp_study_dir:}` for conf/config.yaml's hydra dirs."""
-    if not OmegaConf.has_resolver("bnexp_run_id"):
-        OmegaConf.register_new_resolver("bnexp_run_id", lambda *, _root_: run_id(_root_))
+    """`${bnexp_run_folder:}` and `${bnexp_study_dir:}` for conf/config.yaml's hydra dirs."""
+    if not OmegaConf.has_resolver("bnexp_run_folder"):
+        OmegaConf.register_new_resolver(
+            "bnexp_run_folder",
+            lambda *, _root_: run_folder(_root_, _root_.hydra.runtime.cwd).name)
     if not OmegaConf.has_resolver("bnexp_study_dir"):
         OmegaConf.register_new_resolver(
             "bnexp_study_dir",

@@ -16,7 +16,7 @@ from bnexp import checkpoint, records
 from bnexp.config import flatten
 from bnexp.engine import FitResult, Fitter
 from bnexp.evaluation import evaluate, split_name
-from bnexp.identity import config_hash, run_id
+from bnexp.identity import accepted_hashes, run_id
 from bnexp.interrupts import escalated, interruption
 from bnexp.probes import ACTIVATION_COLUMNS, GRADIENT_COLUMNS
 from bnexp.session import Session, build_session
@@ -47,8 +47,9 @@ def run(cfg: DictConfig, folder: Path, guard: Callable[[], None] = lambda: None,
                               "output folder (hydra.run.dir=...) instead of overwriting it")
     folder.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
-    identity = config_hash(cfg)
-    resume = _resume_state(folder, identity)
+    hashes = accepted_hashes(cfg)
+    identity = hashes[0]
+    resume = _resume_state(folder, hashes)
     base = {"config": flatten(cfg), "config_hash": identity, "run_id": run_id(cfg),
             "started_at": started.isoformat(timespec="seconds"),
             "resumed_from_step": resume["fit"]["progress"]["step"] if resume else None}
@@ -87,11 +88,11 @@ def _record_failure(folder: Path, base: dict, error: BaseException, started: dat
         raise escalated(write_error)
 
 
-def _resume_state(folder: Path, config_hash: str) -> Optional[dict]:
+def _resume_state(folder: Path, hashes: list[str]) -> Optional[dict]:
     """The checkpoint to resume from; a damaged one is moved to history/ with a warning and
     the run starts from step 0 (it would otherwise fail at every launch)."""
     try:
-        return checkpoint.load(folder, config_hash)
+        return checkpoint.load(folder, hashes)
     except checkpoint.CheckpointDamaged as damaged:
         kept = records.archive(folder, [checkpoint.CHECKPOINT])
         log.warning("%s; moved to %s, the run starts again from step 0", damaged, kept)

@@ -22,7 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from bnexp.identity import run_id, study_dir
+from bnexp.identity import run_folder
 from bnexp.records import recorded_status
 
 STATUSES = ["completed", "diverged", "failed", "interrupted", "unreadable", "skipped", "busy"]
@@ -123,4 +123,4 @@ def outcome_table(outcomes: list[dict], unreported: int, torn: int = 0) -> str:
 
 def job_folders(sweep_cfg: DictConfig, jobs: list[DictConfig]) -> list[Path]:
     launch_dir = sweep_cfg.hydra.runtime.cwd
-    return [study_dir(job, launch_dir) / run_id(job) for job in jobs]
+    return [run_folder(job, launch_dir) for job in jobs]

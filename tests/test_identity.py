@@ -1,10 +1,36 @@
-"""Run identity: the same semantic config always maps to the same folder name."""
+"""Run identity: the same semantic config always maps to the same folder name; a key the
+config does not read leaves the run (and so its identity) alone; a folder recorded under an
+older bnexp's identity is still found, not retrained."""
 from __future__ import annotations
+
+import hashlib
+import json
+import shutil
 
 import pytest
 
-from bnexp.identity import config_hash, run_id, semantic_config
 from bnexp.compose import compose_config
+from bnexp.config import READ_WHEN
+from bnexp.identity import config_hash, run_id, semantic_config
+from bnexp.run import run
+from helpers import run_bnexp, run_folders
+
+# key -> (overrides under which it is not read, a different value for it, overrides under
+# which it is read)
+CONDITIONAL = {
+    "model.init_std": (["model.init=kaiming"], "0.5", ["model.init=normal"]),
+    "optim.step_milestones": (["optim.schedule=constant"], "[0.3]", ["optim.schedule=step"]),
+    "optim.step_gamma": (["optim.schedule=cosine"], "0.5", ["optim.schedule=step"]),
+    "optim.base_batch_size": (["optim.scale_rule=none"], "32", ["optim.scale_rule=linear"]),
+    "optim.decay_norm_bias": (["optim.weight_decay=0"], "true", ["optim.weight_decay=0.01"]),
+    "train.epochs": (["train.steps=3"], "2", ["train.steps=null"]),
+    "data.subset_seed": (["data.train_subset=null"], "5", ["data.train_subset=300"]),
+    "probe.every": (["probe.activations=false"], "2", ["probe.gradients=true"]),
+    "probe.units": (["probe.activations=false"], "3", ["probe.activations=true"]),
+    "probe.saturation": (["probe.activations=false"], "1.5", ["probe.activations=true"]),
+    "eval.batch_size": (["eval.modes=[running]"], "32", ["eval.modes=[running,batch]"]),
+    "eval.precise_batches": (["eval.modes=[running]"], "7", ["eval.modes=[running,precise]"]),
+}
 
 
 def test_explicit_default_and_override_order_do_not_change_the_id():
@@ -14,7 +40,8 @@ def test_explicit_default_and_override_order_do_not_change_the_id():
 
 
 @pytest.mark.parametrize("override", ["study=other", "results_dir=/elsewhere", "rerun=all",
-                                      "train.threads=1", "train.checkpoint_every=0"])
+                                      "train.threads=1", "train.checkpoint_every=0",
+                                      "data.root=/elsewhere", "data.download=true"])
 def test_where_and_how_to_execute_is_not_part_of_the_hash(override):
     assert config_hash(compose_config(override)) == config_hash(compose_config())
 
@@ -24,6 +51,21 @@ def test_where_and_how_to_execute_is_not_part_of_the_hash(override):
                                       "data.train_subset=100", "train.log_every=10"])
 def test_anything_that_changes_the_run_changes_the_hash(override):
     assert config_hash(compose_config(override)) != config_hash(compose_config())
+
+
+def test_every_conditional_key_is_tested_here():
+    assert set(CONDITIONAL) == set(READ_WHEN)
+
+
+@pytest.mark.parametrize("key", sorted(CONDITIONAL))
+def test_a_key_counts_exactly_when_the_config_reads_it(key):
+    unread_when, value, read_when = CONDITIONAL[key]
+    unread = compose_config(*unread_when)
+    assert key not in semantic_config(unread)
+    assert config_hash(compose_config(*unread_when, f"{key}={value}")) == config_hash(unread)
+    read = compose_config(*read_when)
+    assert key in semantic_config(read)
+    assert config_hash(compose_config(*read_when, f"{key}={value}")) != config_hash(read)
 
 
 def test_norm_keys_a_norm_does_not_read_are_ignored():
@@ -38,3 +80,55 @@ def test_run_id_is_readable_and_a_safe_folder_name():
     name = run_id(compose_config("norm.placement=after", "train.batch_size=8", "seed=2"))
     assert name.startswith("mlp-batch-after-affine-both-bs8-lr0.1-s2-")
     assert len(name.rsplit("-", 1)[1]) == 10 and "/" not in name
+
+
+TINY = ["data.train_subset=256", "train.steps=6", "train.batch_size=32", "train.log_every=2",
+        "model.depth=1", "model.width=16"]
+
+
+def _trained(tmp_path, name: str, *overrides: str) -> tuple[list[str], dict]:
+    folder = tmp_path / name
+    summary = run(compose_config(*TINY, *overrides), folder)
+    metrics = (folder / "metrics.csv").read_text().splitlines()
+    return [",".join(line.split(",")[:7]) for line in metrics], summary  # without the clock
+
+
+@pytest.mark.parametrize("key", sorted(CONDITIONAL))
+def test_a_key_the_config_does_not_read_leaves_the_training_alone(tmp_path, fashion_mnist, key):
+    """The independent check of READ_WHEN: train with the unread key changed, and every
+    logged loss and accuracy is the same to the last digit."""
+    unread_when, value, _ = CONDITIONAL[key]
+    plain, plain_summary = _trained(tmp_path, "plain", *unread_when)
+    changed, changed_summary = _trained(tmp_path, "changed", *unread_when, f"{key}={value}")
+    assert plain == changed
+    assert plain_summary["final_test_accuracy"] == changed_summary["final_test_accuracy"]
+
+
+def _v1_hash(config: dict) -> str:
+    """The identity an older bnexp gave a run (written out here, independently): every key
+    but the execution keys and the norm keys the normalizer ignores."""
+    ignored = {"study", "results_dir", "rerun", "report", "scale", "train.threads",
+               "train.checkpoint_every", "norm.groups", "norm.virtual_batch_size", "norm.r_max",
+               "norm.d_max", "norm.renorm_warmup_steps"}  # norm=batch
+    kept = {key: value for key, value in config.items() if key not in ignored}
+    canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def test_a_run_recorded_under_the_older_identity_is_skipped_not_retrained(tmp_path,
+                                                                          fashion_mnist):
+    args = ["norm=batch", "data.train_subset=256", "train.steps=3", "train.log_every=1"]
+    first = run_bnexp(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    [folder] = run_folders(tmp_path / "results")
+    config = json.loads((folder / "summary.json").read_text())["config"]
+    old_name = f"{folder.name.rsplit('-', 1)[0]}-{_v1_hash(config)}"
+    assert old_name != folder.name  # data.root, data.download, train.epochs now ignored
+    legacy = folder.with_name(old_name)
+    shutil.move(folder, legacy)
+    summary_before = (legacy / "summary.json").read_bytes()
+    again = run_bnexp(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"skipped: {legacy}" in again.stdout
+    assert run_folders(tmp_path / "results") == [legacy]
+    assert (legacy / "summary.json").read_bytes() == summary_before

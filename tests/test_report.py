@@ -117,6 +117,21 @@ def test_factor_detection_on_a_mixed_grid(tmp_path):
     assert data.runs.set_index("run").loc["2", "norm.placement"] == "n/a"
 
 
+def test_every_key_a_run_does_not_read_is_n_a(tmp_path):
+    """Not only norm keys: init_std without init=normal, the step schedule's keys with a
+    cosine schedule, train.epochs when train.steps is set."""
+    root = tmp_path / "init"
+    base = {"norm.kind": "batch", "norm.placement": "before", "optim.schedule": "cosine",
+            "optim.step_gamma": 0.1, "train.steps": 100, "train.epochs": 5}
+    for index, (init, std) in enumerate([("normal", 0.1), ("normal", 1.0), ("kaiming", 0.01)]):
+        write_run(root / str(index), {**base, "seed": 0, "model.init": init,
+                                       "model.init_std": std})
+    runs = collect(root).runs.set_index("run")
+    assert list(runs["model.init_std"]) == [0.1, 1.0, "n/a"]
+    assert set(runs["optim.step_gamma"]) == {"n/a"} and set(runs["train.epochs"]) == {"n/a"}
+    assert set(runs["norm.placement"]) == {"before"}
+
+
 def test_explicit_roles_are_honoured(synthetic, tmp_path):
     options = Options(x="norm.kind", hue=["train.batch_size"], col="norm.kind")
     with pytest.warns(UserWarning):

@@ -21,9 +21,9 @@ import yaml
 
 from bnexp.config import flatten_tree
 from bnexp.records import METRIC_COLUMNS, METRICS, SUMMARY
-from bnexp.norm import unused_keys
+from bnexp.identity import unread_keys
 
-NOT_APPLICABLE = "n/a"  # a norm key the run's norm does not read
+NOT_APPLICABLE = "n/a"  # a key the run's config does not read (bnexp.identity.unread_keys)
 SUMMARY_FIELDS = [
     "final_test_accuracy", "final_test_loss", "best_test_accuracy", "best_test_loss",
     "final_train_accuracy", "final_train_loss", "steps", "examples", "total_steps",
@@ -82,7 +82,9 @@ def read_run(folder: Path, root: Path) -> tuple[dict[str, Any], list[str],
     except (OSError, ValueError) as error:
         problems.append(f"unreadable summary.json ({error})")
     config = summary.get("config") or _hydra_config(folder)
-    row.update({key: json.dumps(value) if isinstance(value, list) else value
+    unread = unread_keys(config)  # shown as n/a: they did not shape this run
+    row.update({key: NOT_APPLICABLE if key in unread else
+                json.dumps(value) if isinstance(value, list) else value
                 for key, value in config.items()})  # lists as text, so rows can be grouped
     row.update({key: summary.get(key) for key in SUMMARY_FIELDS})
     row.update({key: value for key, value in summary.items()  # eval modes: final_test_*_<mode>
@@ -134,24 +136,9 @@ def collect(root: Path) -> Collection:
             extras.setdefault(name, []).append(table.assign(run=row["run"]))
     runs = pd.DataFrame(rows)
     if not runs.empty:
-        runs = _mark_unused_norm_keys(runs)
         runs["generalization_gap"] = runs["final_train_accuracy"] - runs["final_test_accuracy"]
     curve_table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
         columns=METRIC_COLUMNS + ["run"])
     return Collection(runs, curve_table,
                       {name: pd.concat(tables, ignore_index=True) for name, tables in extras.items()},
                       sorted(config_keys))
-
-
-def _mark_unused_norm_keys(runs: pd.DataFrame) -> pd.DataFrame:
-    """A norm key the run's norm does not read is shown as n/a, so that norm=none runs do not
-    pose as one placement or another."""
-    if "norm.kind" not in runs:
-        return runs
-    runs = runs.copy()
-    for index, kind in runs["norm.kind"].items():
-        if isinstance(kind, str):
-            for key in unused_keys(kind) & set(runs.columns):
-                runs[key] = runs[key].astype(object)
-                runs.at[index, key] = NOT_APPLICABLE
-    return runs
