@@ -28,7 +28,7 @@ from bnexp.config import ConfigError
 from bnexp.help import register_help_resolver
 from bnexp.datasets import DatasetContentError, DatasetNotFound
 from bnexp.formats import DatasetFileError
-from bnexp.sweep import FAILING
+from bnexp.schema import FAILING
 
 EXIT_CONFIG = 2  # the command line or config is wrong
 EXIT_FAILED_RUNS = 1  # a sweep finished, but some of its runs failed (its table names them)

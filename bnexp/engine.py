@@ -23,6 +23,7 @@ from torch import nn
 
 from bnexp.loader import TrainBatches
 from bnexp.optim import LRSchedule, step_function
+from bnexp.schema import Status
 
 NO_HOOKS = contextlib.nullcontext()  # reusable: steps that are not probed enter nothing
 TableWriter = Callable[[str, list[dict]], None]  # (table name, rows)
@@ -94,7 +95,7 @@ class IntervalMeter:
 
 @dataclass
 class FitResult:
-    status: str  # completed | diverged
+    status: Status  # completed | diverged
     steps: int
     examples: int
     train_seconds: float  # the training loop alone, evaluations excluded
@@ -166,7 +167,7 @@ class Fitter:
             self.train_seconds += time.perf_counter() - tick
             self._flush_probes(write_rows)
             if diverged:
-                return FitResult("diverged", self.step_count, self.step_count * batch,
+                return FitResult(Status.diverged, self.step_count, self.step_count * batch,
                                  self.train_seconds, self.step_count)
             if self.epoch % plan.eval_every == 0 or self.step_count == plan.total_steps:
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -174,7 +175,7 @@ class Fitter:
                                        for split, (loss, accuracy) in test().items()])
             self.clock_offset = time.perf_counter() - started
             on_epoch_end(self)
-        return FitResult("completed", self.step_count, self.step_count * batch,
+        return FitResult(Status.completed, self.step_count, self.step_count * batch,
                          self.train_seconds)
 
     def _epoch(self, plan: StepPlan, write_rows: TableWriter,

@@ -40,17 +40,16 @@ from bnexp.config import Rerun
 from bnexp.interrupts import escalated, interruption
 from bnexp.lock import RunBusy, RunLock
 from bnexp.run import run
+from bnexp.schema import ERROR, RECORDED, SUMMARY, Status
 
 log = logging.getLogger(__name__)
 LAUNCH_LOG_ENV = "BNEXP_LAUNCH_LOG"  # set by the sweep callback: where jobs report outcomes
-FINISHED = {"completed", "diverged"}
-RERUN_WHEN = {Rerun.missing: set(), Rerun.failed: {"failed"},
-              Rerun.all: {"completed", "diverged", "failed"}}
+RERUN_WHEN = {Rerun.missing: set(), Rerun.failed: {Status.failed}, Rerun.all: set(RECORDED)}
 
 
 @dataclass
 class Outcome:
-    status: str  # one of sweep.STATUSES
+    status: Status  # one of schema.LAUNCH_OUTCOMES
     folder: str
     detail: str = ""
     final_test_accuracy: Optional[float] = None
@@ -59,7 +58,7 @@ class Outcome:
 def record_files(folder: Path) -> list[str]:
     """The files that make up the folder's run record (what a rerun archives)."""
     tables = [path.name for path in folder.glob("*.csv")]  # metrics and probe tables
-    return [records.SUMMARY, records.ERROR, checkpoint.CHECKPOINT, *tables]
+    return [SUMMARY, ERROR, checkpoint.CHECKPOINT, *tables]
 
 
 def execute(cfg: DictConfig, folder: Path, raise_errors: bool, threads: Optional[int] = None
@@ -76,10 +75,10 @@ def execute(cfg: DictConfig, folder: Path, raise_errors: bool, threads: Optional
             try:
                 status = _prepare(cfg, folder)
             except records.SummaryUnreadable as error:
-                return _report(Outcome("unreadable", str(folder),
+                return _report(Outcome(Status.unreadable, str(folder),
                                        f"{error}: fix access and launch again"))
             if status is not None:
-                return _report(Outcome("skipped", str(folder), f"already {status}"))
+                return _report(Outcome(Status.skipped, str(folder), f"already {status}"))
             log.info("training starts in %s%s", folder,
                      " (resuming from its checkpoint)" if (folder / checkpoint.CHECKPOINT).exists()
                      else "")
@@ -90,14 +89,15 @@ def execute(cfg: DictConfig, folder: Path, raise_errors: bool, threads: Optional
                 if reason is not None:
                     log.warning("%s: %s; the next launch resumes it from its last checkpoint",
                                 folder, reason)
-                    _report(Outcome("interrupted", str(folder), reason))
+                    _report(Outcome(Status.interrupted, str(folder), reason))
                     raise escalated(error)
                 log.error("run failed: %s\n%s", folder, traceback.format_exc())
                 if raise_errors:
                     raise
-                return _report(Outcome("failed", str(folder), f"{type(error).__name__}: {error}"))
+                return _report(Outcome(Status.failed, str(folder),
+                                       f"{type(error).__name__}: {error}"))
     except RunBusy as busy:
-        return _report(Outcome("busy", str(folder), str(busy)))
+        return _report(Outcome(Status.busy, str(folder), str(busy)))
     return _report(Outcome(summary["status"], str(folder),
                            final_test_accuracy=summary.get("final_test_accuracy")))
 
@@ -107,11 +107,11 @@ def _prepare(cfg: DictConfig, folder: Path) -> Optional[str]:
     be skipped, None when it is to run or resume (an earlier record archived as needed)."""
     try:
         summary = records.read_summary(folder)
-        if summary is not None and summary["status"] not in FINISHED | {"failed"}:
-            raise records.SummaryDamaged(f"{folder / records.SUMMARY} holds the unknown "
+        if summary is not None and summary["status"] not in RECORDED:
+            raise records.SummaryDamaged(f"{folder / SUMMARY} holds the unknown "
                                          f"status {summary['status']!r}")
     except records.SummaryDamaged as damaged:
-        kept = records.archive(folder, [records.SUMMARY])
+        kept = records.archive(folder, [SUMMARY])
         log.warning("%s; moved to %s, the run resumes from its checkpoint (if it has one)",
                     damaged, kept)
         return None

@@ -28,13 +28,12 @@ import torch
 from torch import nn
 
 from bnexp.models.layers import ACTIVATIONS
+from bnexp.schema import TABLES
 
 PERCENTILES = (0.15, 0.50, 0.85)
 MAX_QUANTILE_VALUES = 65_536  # torch.quantile sorts its input; a strided sample keeps it cheap
-ACTIVATION_COLUMNS = ["step", "layer", "name", "kind", "module", "unit", "mean", "std",
-                      "p15", "p50", "p85", "saturated"]
-GRADIENT_COLUMNS = ["step", "layer", "name", "followed_by_norm", "grad_norm", "weight_norm",
-                    "update_norm", "effective_step"]
+ACTIVATION_COLUMNS = TABLES["activations"].columns
+GRADIENT_COLUMNS = TABLES["gradients"].columns
 
 
 SATURATION = {  # rule -> (input, threshold) -> saturated mask

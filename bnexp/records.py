@@ -25,11 +25,8 @@ from typing import Any, Callable, Optional
 import torch
 
 import bnexp
+from bnexp.schema import ERROR, SUMMARY, Status, Table
 
-METRIC_COLUMNS = ["step", "epoch", "examples", "split", "loss", "accuracy", "lr", "seconds"]
-SUMMARY = "summary.json"
-METRICS = "metrics.csv"
-ERROR = "error.txt"
 HISTORY = "history"  # earlier records of the run, one folder per archiving
 TEMPORARY_SUFFIX = ".tmp"  # write_save's temporary files: `.<name>.<random>.tmp`
 
@@ -124,9 +121,10 @@ class TableLog:
     flushed as they come. It starts from `rows` (those a resumed run had checkpointed; none
     for a new run), replacing whatever an interrupted attempt had appended after them."""
 
-    def __init__(self, path: Path, columns: list[str],
+    def __init__(self, folder: Path, table: Table,
                  rows: Optional[list[dict[str, Any]]] = None):
         self.rows: list[dict[str, Any]] = list(rows or [])
+        path, columns = folder / table.file, list(table.columns)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
@@ -175,12 +173,12 @@ def provenance(device: torch.device) -> dict[str, Any]:
 
 
 def recorded_status(folder: Path) -> Optional[str]:
-    """The status in the folder's summary.json; None when there is none, "unreadable" when
+    """The status in the folder's summary.json; None when there is none, `unreadable` when
     it cannot be read or is damaged."""
     try:
         summary = read_summary(folder)
     except (SummaryUnreadable, SummaryDamaged):
-        return "unreadable"
+        return Status.unreadable
     return None if summary is None else summary["status"]
 
 

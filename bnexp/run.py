@@ -18,16 +18,11 @@ from bnexp.engine import FitResult, Fitter
 from bnexp.evaluation import evaluate, split_name
 from bnexp.identity import accepted_hashes, run_id
 from bnexp.interrupts import escalated, interruption
-from bnexp.probes import ACTIVATION_COLUMNS, GRADIENT_COLUMNS
 from bnexp.session import Session, build_session
+from bnexp.schema import SUMMARY, TABLES, Status, summary_key
 from bnexp.validation import validate
 
 log = logging.getLogger(__name__)
-TABLES = {  # name -> (file, columns); metrics always, probe tables when their probe is on
-    "metrics": (records.METRICS, records.METRIC_COLUMNS),
-    "activations": ("activations.csv", ACTIVATION_COLUMNS),
-    "gradients": ("gradients.csv", GRADIENT_COLUMNS),
-}
 
 
 def run(cfg: DictConfig, folder: Path, guard: Callable[[], None] = lambda: None,
@@ -42,7 +37,7 @@ def run(cfg: DictConfig, folder: Path, guard: Callable[[], None] = lambda: None,
     writes no terminal record: the checkpoint stays and the next launch resumes from it.
     """
     validate(cfg)
-    if (folder / records.SUMMARY).exists():
+    if (folder / SUMMARY).exists():
         raise FileExistsError(f"{folder} already holds a finished run record; choose another "
                               "output folder (hydra.run.dir=...) instead of overwriting it")
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,7 +74,7 @@ def _record_failure(folder: Path, base: dict, error: BaseException, started: dat
     try:
         guard()
         records.write_error(folder, traceback.format_exc())
-        records.write_summary(folder, {**base, "status": "failed",
+        records.write_summary(folder, {**base, "status": Status.failed,
                                        "error": f"{type(error).__name__}: {error}",
                                        "wall_seconds": _since(started)})
     except OSError as write_error:
@@ -105,9 +100,9 @@ def _since(started: datetime) -> float:
 
 def _open_tables(folder: Path, session: Session, resume: Optional[dict]
                  ) -> dict[str, records.TableLog]:
-    names = ["metrics", *(probe.table for probe in session.fitter.probes)]
+    names = ["metrics", *(probe.table for probe in session.fitter.probes)]  # probes: when on
     saved = resume["tables"] if resume else {}
-    return {name: records.TableLog(folder / TABLES[name][0], TABLES[name][1], saved.get(name))
+    return {name: records.TableLog(folder, TABLES[name], saved.get(name))
             for name in names}
 
 
@@ -149,10 +144,9 @@ def _summarize(session: Session, result: FitResult, rows: list[dict], cfg: DictC
                "memory_format": str(session.batches.memory_format).removeprefix("torch."),
                **session.norms.describe(), **records.provenance(session.device)}
     for mode in cfg.eval.modes:
-        split = split_name(mode.value)
-        suffix = "" if split == "test" else f"_{mode.value}"
-        summary.update(_test_summary([row for row in rows if row["split"] == split], suffix))
-    if result.status == "completed":
+        tests = [row for row in rows if row["split"] == split_name(mode.value)]
+        summary.update(_test_summary(tests, mode.value))
+    if result.status == Status.completed:
         loss, accuracy = evaluate(session.model, data["train_eval"], data["normalize"],
                                   session.autocast)
         summary.update(final_train_loss=loss, final_train_accuracy=accuracy,
@@ -160,13 +154,13 @@ def _summarize(session: Session, result: FitResult, rows: list[dict], cfg: DictC
     return summary
 
 
-def _test_summary(tests: list[dict], suffix: str) -> dict[str, Any]:
+def _test_summary(tests: list[dict], mode: str) -> dict[str, Any]:
     if not tests:
         return {}
-    return {f"final_test_loss{suffix}": tests[-1]["loss"],
-            f"final_test_accuracy{suffix}": tests[-1]["accuracy"],
-            f"best_test_loss{suffix}": min(row["loss"] for row in tests),
-            f"best_test_accuracy{suffix}": max(row["accuracy"] for row in tests)}
+    values = {"final_test_loss": tests[-1]["loss"], "final_test_accuracy": tests[-1]["accuracy"],
+              "best_test_loss": min(row["loss"] for row in tests),
+              "best_test_accuracy": max(row["accuracy"] for row in tests)}
+    return {summary_key(key, mode): value for key, value in values.items()}
 
 
 def _progress(total_steps: int, done: int) -> tqdm:

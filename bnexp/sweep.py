@@ -24,10 +24,8 @@ from omegaconf import DictConfig
 
 from bnexp.identity import run_folder
 from bnexp.records import recorded_status
+from bnexp.schema import FAILING, LAUNCH_OUTCOMES, RECORDED, Status
 
-STATUSES = ["completed", "diverged", "failed", "interrupted", "unreadable", "skipped", "busy"]
-FAILING = {"failed", "unreadable"}  # statuses that make a sweep exit non-zero
-RECORDED = {"completed", "diverged", "failed", "unreadable"}  # what a run folder can say
 
 
 def expand_jobs(sweep_cfg: DictConfig) -> list[list[str]]:
@@ -95,7 +93,7 @@ def closing_table(launch_log: Path, folders: list[Path]) -> tuple[str, bool]:
         if folder in reported:
             continue
         status = recorded_status(Path(folder))
-        if status in RECORDED:
+        if status in (*RECORDED, Status.unreadable):  # what a run folder can say
             outcomes.append({"status": status, "folder": folder,
                              "detail": "no launch report; counted from its record"})
         else:
@@ -108,13 +106,13 @@ def outcome_table(outcomes: list[dict], unreported: int, torn: int = 0) -> str:
     """Counts by status, the folders that need attention, and jobs that never reported."""
     counts = Counter(outcome["status"] for outcome in outcomes)
     lines = ["", "sweep summary", "-------------"]
-    lines += [f"{status:<11} {counts.get(status, 0):>5}" for status in STATUSES]
+    lines += [f"{status:<11} {counts.get(status, 0):>5}" for status in LAUNCH_OUTCOMES]
     if unreported > 0:
         lines.append(f"{'no report':<11} {unreported:>5}   (not run yet, killed, or still "
                      "running elsewhere)")
     if torn:
         lines.append(f"({torn} unreadable line(s) in the launch log were skipped)")
-    for status in ("failed", "unreadable", "interrupted", "busy"):
+    for status in (Status.failed, Status.unreadable, Status.interrupted, Status.busy):
         for outcome in outcomes:
             if outcome["status"] == status:
                 lines.append(f"{status}: {outcome['folder']}  {outcome['detail']}")

@@ -43,7 +43,8 @@ from torchvision.datasets import FakeData, FashionMNIST
 from bnexp.compose import compose_config
 from bnexp.dataset_files import write_cifar_dataset, write_idx_dataset
 from bnexp.engine import StepPlan
-from bnexp.records import METRIC_COLUMNS, TableLog
+from bnexp.records import TableLog
+from bnexp.schema import METRICS
 from bnexp.session import build_session
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -84,7 +85,7 @@ def bnexp_steps_per_second(cfg, steps: int, scratch: Path, warmup: int = 5) -> f
     """(a) The real loop: Fitter.run on the session bnexp builds, logging to a CSV, timed
     after `warmup` steps (which also absorb torch.compile's compilation)."""
     session = build_session(cfg, threads=None)
-    table = TableLog(scratch / "metrics.csv", METRIC_COLUMNS)
+    table = TableLog(scratch, METRICS)
     write_rows = lambda name, rows: table.write(rows) if name == "metrics" else None  # noqa: E731
     probe_every = session.plan.probe_every
     session.fitter.fit(StepPlan(warmup, cfg.train.log_every, 10**9, probe_every),

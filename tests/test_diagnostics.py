@@ -18,6 +18,7 @@ from bnexp.models import build_model
 from bnexp.optim import effective_lr
 from bnexp.probes import ActivationProbe, GradientProbe
 from bnexp.compose import compose_config
+from bnexp.schema import PER_EVAL_MODE, SUMMARY_KEYS
 from helpers import run_bnexp, run_folders
 
 NO_AUTOCAST = autocast_for(torch.device("cpu"), False)
@@ -180,6 +181,9 @@ def test_homogeneous_batches_break_a_trained_bn_model_on_real_data(tmp_path, fas
     plain = results["none"]
     for mode in ("batch", "homogeneous", "precise"):
         assert plain[f"final_test_accuracy_{mode}"] == plain["final_test_accuracy"]
+    declared = {*SUMMARY_KEYS, *(f"{key}_{mode}" for key in PER_EVAL_MODE
+                                 for mode in ("batch", "homogeneous", "precise"))}
+    assert set(bn) <= declared, set(bn) - declared  # every summary key declared in the schema
 
 
 def run_one(tmp_path, idx_root, *overrides: str) -> tuple:

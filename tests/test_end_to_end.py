@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bnexp.records import METRIC_COLUMNS
+from bnexp.schema import SUMMARY_KEYS
 from helpers import run_bnexp, run_folders
 
 
@@ -43,7 +43,9 @@ def test_fashion_mnist_run_learns_and_leaves_a_complete_record(tmp_path, fashion
                 "torch_version", "bnexp_version", "git_commit", "norm.weight_bias"):
         assert key in summary
     assert summary["norm.weight_bias"] == (norm == "none")
-    assert list(rows[0]) == METRIC_COLUMNS
+    assert set(summary) <= set(SUMMARY_KEYS), set(summary) - set(SUMMARY_KEYS)  # declared once
+    assert list(rows[0]) == ["step", "epoch", "examples", "split", "loss", "accuracy", "lr",
+                             "seconds"]
     test_rows = [row for row in rows if row["split"] == "test"]
     assert float(test_rows[-1]["accuracy"]) == summary["final_test_accuracy"]
     train_steps = [int(row["step"]) for row in rows if row["split"] == "train"]

@@ -11,7 +11,7 @@ import bnexp
 PACKAGE = Path(bnexp.__file__).resolve().parent
 TIERS = [  # a module may import only from tiers before its own (report: also within report)
     {"bnexp", "bnexp.config", "bnexp.interrupts", "bnexp.formats", "bnexp.loader",
-     "bnexp.normalizers", "bnexp.dataset_files"},
+     "bnexp.normalizers", "bnexp.dataset_files", "bnexp.schema"},
     {"bnexp.datasets", "bnexp.records", "bnexp.lock", "bnexp.norm", "bnexp.optim",
      "bnexp.models.layers"},
     {"bnexp.identity", "bnexp.checkpoint", "bnexp.models.mlp", "bnexp.models.resnet",

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from bnexp.records import METRIC_COLUMNS
 from bnexp.report.build import Options, build_report
 from bnexp.report.collect import collect
 from bnexp.report.diagnostics import eval_mode_summary
@@ -38,7 +37,7 @@ def write_run(folder: Path, config: dict, status: str = "completed", accuracy: f
         node[leaf] = value
     (folder / ".hydra").mkdir()
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(tree))
-    lines = [",".join(METRIC_COLUMNS)]
+    lines = ["step,epoch,examples,split,loss,accuracy,lr,seconds"]
     for step in range(1, steps + 1):
         loss = "nan" if status == "diverged" and step == steps else f"{1 / step:.4f}"
         lines.append(f"{step},{step / 2},{step * 8},train,{loss},{accuracy - 0.1},0.1,{step}")
@@ -115,6 +114,30 @@ def test_factor_detection_on_a_mixed_grid(tmp_path):
     # results_dir say how a run executed, and seed is the replicate
     assert detect_factors(data.runs, data.config_keys) == ["norm.kind", "norm.placement", "optim.lr"]
     assert data.runs.set_index("run").loc["2", "norm.placement"] == "n/a"
+
+
+def test_runs_of_another_bnexp_version_still_report(tmp_path):
+    """A metrics.csv without the optional lr/seconds columns (an older bnexp) or with a column
+    this bnexp does not know (a newer one) reports; one without a required column is
+    incomplete, named in the warning."""
+    root = tmp_path / "versions"
+    for name, drop, add in [("old", ("lr", "seconds"), None), ("new", (), "grad_scale"),
+                            ("broken", ("loss",), None)]:
+        folder = root / name
+        write_run(folder, {"seed": 0, "norm.kind": "batch", "optim.lr": 0.1})
+        table = pd.read_csv(folder / "metrics.csv").drop(columns=list(drop))
+        if add:
+            table[add] = 1.0
+        table.to_csv(folder / "metrics.csv", index=False)
+    with pytest.warns(UserWarning, match=r"broken: metrics.csv lacks the columns \['loss'\]"):
+        data = collect(root)
+    runs = data.runs.set_index("run")
+    assert runs.loc["old", "status"] == "completed" == runs.loc["new", "status"]
+    assert runs.loc["broken", "status"] == "incomplete"
+    old = data.curves[data.curves["run"] == "old"]
+    assert old["lr"].isna().all() and list(old["loss"])[:2] == [1.0, 0.5]
+    new = data.curves[data.curves["run"] == "new"]
+    assert (new["grad_scale"] == 1.0).all() and (new["lr"] == 0.1).all()
 
 
 def test_every_key_a_run_does_not_read_is_n_a(tmp_path):

@@ -12,8 +12,9 @@ import pandas as pd
 
 from bnexp.report import diagnostics, layout, page, plots
 from bnexp.report.collect import Collection, collect
-from bnexp.report.stats import (METRICS, STATUSES, detect_factors, held_fixed, markdown_table,
+from bnexp.report.stats import (METRICS, detect_factors, held_fixed, markdown_table,
                                 summarize, summary_cells)
+from bnexp.schema import REPORTED, Status
 
 HEADLINE_KEYS = [  # what a figure title names when it was held fixed
     "data.name", "data.train_subset", "model.name", "model.depth", "model.width",
@@ -73,7 +74,7 @@ def build_report(results: Path, out: Optional[Path] = None, options: Optional[Op
     (out / "report.md").write_text(page.markdown(blocks))
     (out / "report.html").write_text(page.html_page(blocks, f"bnexp report: {results.name}", out))
     report = Report(out, factors, summary,
-                    incomplete=data.runs.loc[data.runs["status"] == "incomplete", "run"].tolist())
+                    incomplete=data.runs.loc[data.runs["status"] == Status.incomplete, "run"].tolist())
     if keep_figures:
         report.figures = {name: figure for name, (figure, _) in figures.items()}
     else:
@@ -147,7 +148,7 @@ def _blocks(results: Path, out: Path, data: Collection, summary: pd.DataFrame,
             factors: list[str], fixed: dict, metric: str, captions: dict[str, str]
             ) -> list[page.Block]:
     runs = data.runs
-    counts = ", ".join(f"{(runs['status'] == s).sum()} {s}" for s in STATUSES)
+    counts = ", ".join(f"{(runs['status'] == s).sum()} {s}" for s in REPORTED)
     varied = "; ".join(f"`{f}`: {', '.join(sorted(runs[f].astype(str).unique()))}"
                        for f in factors) or "nothing (a single variant)"
     seeds = sorted(runs["seed"].astype(str).unique()) if "seed" in runs else []

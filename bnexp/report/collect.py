@@ -20,17 +20,11 @@ import pandas as pd
 import yaml
 
 from bnexp.config import flatten_tree
-from bnexp.records import METRIC_COLUMNS, METRICS, SUMMARY
+from bnexp.schema import METRICS, SUMMARY, SUMMARY_KEYS, TABLES, Status, Table
 from bnexp.identity import unread_keys
 
 NOT_APPLICABLE = "n/a"  # a key the run's config does not read (bnexp.identity.unread_keys)
-SUMMARY_FIELDS = [
-    "final_test_accuracy", "final_test_loss", "best_test_accuracy", "best_test_loss",
-    "final_train_accuracy", "final_train_loss", "steps", "examples", "total_steps",
-    "train_seconds", "wall_seconds", "diverged_at", "device", "device_name", "threads",
-    "torch_version", "bnexp_version", "git_commit", "started_at", "error",
-]
-EXTRA_FIELDS = {"effective_lr", "trainable_parameters", "parameters", "norm.weight_bias"}
+NOT_IN_RUNS = {"config", "status", "data_mean", "data_std"}  # summary keys runs.csv leaves out
 SKIPPED_FOLDERS = {".hydra", "history", ".submitit", ".launches", "report"}
 
 
@@ -46,7 +40,7 @@ class Collection:
 
 def find_run_folders(root: Path) -> list[Path]:
     found = set()
-    for marker in (SUMMARY, METRICS, ".hydra/config.yaml"):
+    for marker in (SUMMARY, METRICS.file, ".hydra/config.yaml"):
         for path in root.rglob(marker):
             folder = path.parent.parent if marker.startswith(".hydra") else path.parent
             if not SKIPPED_FOLDERS & set(folder.relative_to(root).parts):
@@ -54,18 +48,29 @@ def find_run_folders(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def read_csv_strict(path: Path, columns: Optional[list[str]] = None) -> pd.DataFrame:
-    """A CSV whose every row is complete; raises ValueError on a truncated file."""
+def read_table(path: Path, table: Optional[Table] = None) -> pd.DataFrame:
+    """A CSV whose every row is complete; raises ValueError on a truncated file or one that
+    lacks a column the table requires. Written by another bnexp version, it may lack optional
+    columns (added, empty) or hold extra ones (kept): the declared columns come first."""
     text = path.read_text()
     if text and not text.endswith("\n"):
         raise ValueError(f"{path.name} ends inside a row (truncated)")
     rows = list(csv.reader(io.StringIO(text)))
-    if not rows or (columns and rows[0] != columns):
-        raise ValueError(f"{path.name} has no header" if not rows else
-                         f"{path.name} has columns {rows[0]}, expected {columns}")
+    if not rows or not rows[0]:
+        raise ValueError(f"{path.name} has no header")
     if any(len(row) != len(rows[0]) for row in rows[1:]):
         raise ValueError(f"{path.name} has rows with a wrong number of fields")
-    return pd.read_csv(io.StringIO(text))
+    frame = pd.read_csv(io.StringIO(text))
+    if table is None:
+        return frame
+    missing = [column for column in table.required if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path.name} lacks the columns {missing}")
+    for column in table.columns:
+        if column not in frame.columns:
+            frame[column] = float("nan")
+    extra = [column for column in frame.columns if column not in table.columns]
+    return frame[[*table.columns, *extra]]
 
 
 def read_run(folder: Path, root: Path) -> tuple[dict[str, Any], list[str],
@@ -86,27 +91,27 @@ def read_run(folder: Path, root: Path) -> tuple[dict[str, Any], list[str],
     row.update({key: NOT_APPLICABLE if key in unread else
                 json.dumps(value) if isinstance(value, list) else value
                 for key, value in config.items()})  # lists as text, so rows can be grouped
-    row.update({key: summary.get(key) for key in SUMMARY_FIELDS})
-    row.update({key: value for key, value in summary.items()  # eval modes: final_test_*_<mode>
-                if key.startswith(("final_test_", "best_test_")) or key in EXTRA_FIELDS})
+    row.update({key: summary.get(key) for key in SUMMARY_KEYS if key not in NOT_IN_RUNS})
+    row.update({key: value for key, value in summary.items()  # per eval mode; a newer bnexp's
+                if key not in NOT_IN_RUNS and not isinstance(value, (dict, list))})
     curves = None
     try:
-        curves = read_csv_strict(folder / METRICS, METRIC_COLUMNS)
+        curves = read_table(folder / METRICS.file, METRICS)
     except FileNotFoundError:
-        if summary.get("status") != "failed":  # a run can fail before its first row
+        if summary.get("status") != Status.failed:  # a run can fail before its first row
             problems.append("no metrics.csv")
     except ValueError as error:
         problems.append(str(error))
     extras = {}
     for path in sorted(folder.glob("*.csv")):
-        if path.name != METRICS:
+        if path.name != METRICS.file:
             try:
-                extras[path.stem] = read_csv_strict(path)
+                extras[path.stem] = read_table(path, TABLES.get(path.stem))
             except ValueError as error:
                 problems.append(str(error))
-    row["status"] = "incomplete" if problems else summary.get("status", "incomplete")
+    row["status"] = Status.incomplete if problems else summary.get("status", Status.incomplete)
     row["problem"] = "; ".join(problems)
-    if row["status"] == "failed":
+    if row["status"] == Status.failed:
         row["problem"] = (summary.get("error") or "see error.txt").splitlines()[0]
     if problems:
         return row, list(config), None, {}
@@ -128,7 +133,7 @@ def collect(root: Path) -> Collection:
         row, keys, run_curves, run_extras = read_run(folder, root)
         rows.append(row)
         config_keys.update(keys)
-        if row["status"] == "incomplete":
+        if row["status"] == Status.incomplete:
             warnings.warn(f"incomplete run {folder}: {row['problem']}", stacklevel=2)
         if run_curves is not None:
             curves.append(run_curves.assign(run=row["run"]))
@@ -138,7 +143,7 @@ def collect(root: Path) -> Collection:
     if not runs.empty:
         runs["generalization_gap"] = runs["final_train_accuracy"] - runs["final_test_accuracy"]
     curve_table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
-        columns=METRIC_COLUMNS + ["run"])
+        columns=[*METRICS.columns, "run"])
     return Collection(runs, curve_table,
                       {name: pd.concat(tables, ignore_index=True) for name, tables in extras.items()},
                       sorted(config_keys))

@@ -9,6 +9,7 @@ from matplotlib.ticker import MaxNLocator
 from bnexp.report import layout, plots
 from bnexp.report.collect import Collection
 from bnexp.report.stats import label, summarize
+from bnexp.schema import FINISHED
 
 MAX_PANELS = 12
 MODE_PREFIX = "final_test_accuracy_"  # + batch | homogeneous | precise; running is unsuffixed
@@ -37,7 +38,7 @@ def eval_mode_bars(data: Collection, factors: list[str], roles: layout.Roles,
 
 
 def _variant_runs(data: Collection, factors: list[str]) -> list[tuple[str, pd.DataFrame]]:
-    runs = data.runs[data.runs["status"].isin(["completed", "diverged"])]
+    runs = data.runs[data.runs["status"].isin(FINISHED)]
     if factors:
         groups = runs.groupby(factors, dropna=False, sort=True)
         named = [(label(dict(zip(factors, k if isinstance(k, tuple) else (k,)))), g)

@@ -20,6 +20,7 @@ from matplotlib.ticker import EngFormatter, MaxNLocator
 from bnexp.report.layout import (DIVERGED, LEGEND_INCHES, Palette, Roles, clip_fraction_axes,
                                  grid, hue_label, legend, panels_of, title)
 from bnexp.report.stats import label, t_interval
+from bnexp.schema import Status
 
 AXIS_LABELS = {
     "final_test_accuracy": "final test accuracy (fraction)",
@@ -178,7 +179,7 @@ def learning_curves(curves: pd.DataFrame, runs: pd.DataFrame, roles: Roles, pale
 def _draw_variant_curve(axis, group: pd.DataFrame, name: str, metric: str, x: str,
                         palette: Palette, seeds: bool) -> bool:
     colour, style = palette.colour(name), palette.linestyle(name)
-    completed = group[group["status"] == "completed"]
+    completed = group[group["status"] == Status.completed]
     if not completed.empty:
         points = [(position, *t_interval(values[metric]))
                   for position, values in completed.groupby(x, sort=True)]
@@ -189,7 +190,7 @@ def _draw_variant_curve(axis, group: pd.DataFrame, name: str, metric: str, x: st
         if seeds:
             for _, run in completed.groupby("run"):
                 axis.plot(run[x], run[metric], color=colour, linewidth=0.6, alpha=0.5)
-    diverged = group[group["status"] == "diverged"]
+    diverged = group[group["status"] == Status.diverged]
     for _, run in diverged.groupby("run"):
         finite = run[np.isfinite(run[metric].astype(float))]
         y = finite[metric].iloc[-1] if not finite.empty else np.nan

@@ -17,9 +17,9 @@ from scipy import stats as scipy_stats
 
 from bnexp.identity import NOT_SEMANTIC
 from bnexp.report.collect import NOT_APPLICABLE
+from bnexp.schema import REPORTED, Status
 
 REPLICATE = "seed"
-STATUSES = ["completed", "diverged", "failed", "incomplete"]
 METRICS = ["final_test_accuracy", "final_test_loss", "best_test_accuracy",
            "final_train_accuracy", "generalization_gap", "train_seconds"]
 CONFIDENCE = 0.95
@@ -78,8 +78,8 @@ def summarize(runs: pd.DataFrame, factors: list[str],
         key = key if isinstance(key, tuple) else (key,)
         row: dict[str, object] = dict(zip(factors, key))
         row["variant"] = label(dict(zip(factors, key)))
-        row.update({status: int((group["status"] == status).sum()) for status in STATUSES})
-        completed = group[group["status"] == "completed"]
+        row.update({str(status): int((group["status"] == status).sum()) for status in REPORTED})
+        completed = group[group["status"] == Status.completed]
         for metric in metrics:
             series = completed[metric] if metric in completed else pd.Series(dtype=float)
             n, mean, std, low, high = t_interval(pd.to_numeric(series, errors="coerce"))
@@ -92,12 +92,12 @@ def summarize(runs: pd.DataFrame, factors: list[str],
 def summary_cells(summary: pd.DataFrame, factors: list[str], metric: str
                   ) -> tuple[list[str], list[list[str]]]:
     """The summary as (header, rows) of text cells: factors, counts, mean, std, 95% CI."""
-    header = [*factors, "completed", "diverged", "failed", "incomplete",
+    header = [*factors, *map(str, REPORTED),
               f"{metric} mean", "std", "95% CI"]
     rows = []
     for _, row in summary.iterrows():
         cells = [str(row[f]) for f in factors]
-        cells += [str(row[s]) for s in STATUSES]
+        cells += [str(row[str(s)]) for s in REPORTED]
         cells += [_number(row[f"{metric}_mean"]), _number(row[f"{metric}_std"]),
                   "–" if math.isnan(row[f"{metric}_ci_low"]) else
                   f"[{_number(row[f'{metric}_ci_low'])}, {_number(row[f'{metric}_ci_high'])}]"]
