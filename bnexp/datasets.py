@@ -73,6 +73,7 @@ class DatasetInfo:
     decoded_md5: dict[str, str]  # file name -> MD5 of its decoded canonical content
     download: Callable[[Path], None]  # fetch into a root with torchvision (checksummed)
     decode: Callable[[dict[str, Path], "DatasetInfo"], tuple[Tensors, list[bool]]]
+    image_shape: tuple[int, int, int]  # (C, H, W) of one image in the canonical files
     num_classes: int = 10
 
 
@@ -148,7 +149,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
         name="mnist", folders=("mnist", "MNIST/raw"), files=IDX_FILES,
         decoded_md5={},  # torchvision checks its .gz downloads; no digest of decoded MNIST here
-        download=_torchvision_download("MNIST"), decode=_decode_idx),
+        download=_torchvision_download("MNIST"), decode=_decode_idx, image_shape=(1, 28, 28)),
     "fashion_mnist": DatasetInfo(
         name="fashion_mnist", folders=("fashion-mnist", "fashion_mnist", "FashionMNIST/raw"),
         files=IDX_FILES,
@@ -158,7 +159,8 @@ DATASETS: dict[str, DatasetInfo] = {
             "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
             "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
         },
-        download=_torchvision_download("FashionMNIST"), decode=_decode_idx),
+        download=_torchvision_download("FashionMNIST"), decode=_decode_idx,
+        image_shape=(1, 28, 28)),
     "cifar10": DatasetInfo(
         name="cifar10", folders=("cifar-10-batches-py", "cifar10"), files=CIFAR_FILES,
         decoded_md5={  # torchvision's list: the batches are stored uncompressed
@@ -169,7 +171,8 @@ DATASETS: dict[str, DatasetInfo] = {
             "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
             "test_batch": "40351d587109b95175f43aff81a1287e",
         },
-        download=_torchvision_download("CIFAR10"), decode=_decode_cifar),
+        download=_torchvision_download("CIFAR10"), decode=_decode_cifar,
+        image_shape=(3, 32, 32)),
 }
 
 

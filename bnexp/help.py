@@ -51,7 +51,8 @@ def registries_text() -> str:
         keys = ", ".join(item.name for item in fields(spec.schema) if item.name != "name")
         lines.append(f"  {name:<13} {spec.summary}; keys {keys}")
     lines.append("Datasets (data=<name>):")
-    lines += [f"  {name:<13} {info.num_classes} classes; looked for in "
+    lines += [f"  {name:<13} {'x'.join(map(str, info.image_shape))} images, {info.num_classes} "
+              f"classes; looked for in "
               f"{', '.join(info.folders)} under data.root, the BNEXP_DATA folder, the user cache"
               for name, info in DATASETS.items()]
     return "\n".join(lines)

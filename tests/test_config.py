@@ -18,7 +18,6 @@ from helpers import run_bnexp, run_folders
 
 GROUPS = {group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
           for group in ("data", "model", "norm", "optim", "train")}
-INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
 def test_config_groups_are_exactly_the_registries():
@@ -34,12 +33,12 @@ def test_config_groups_are_exactly_the_registries():
 @pytest.mark.parametrize("data, model, norm, optim", list(itertools.product(
     GROUPS["data"], GROUPS["model"], GROUPS["norm"], GROUPS["optim"])))
 def test_every_combination_composes_validates_and_builds(data, model, norm, optim):
-    cfg = compose_config(f"data={data}", f"model={model}", f"norm={norm}", f"optim={optim}",
-                         "model.depth=8" if model == "resnet" else "model.depth=2")
+    cfg = compose_config(f"data={data}", f"model={model}", f"norm={norm}", f"optim={optim}")
     validate(cfg)
     assert cfg.data.name == data and cfg.model.name == model
-    built, _ = build_model(cfg.model, cfg.norm, INPUT_SHAPES[data], 10)
-    assert built(torch.zeros(2, *INPUT_SHAPES[data])).shape == (2, 10)
+    shape = DATASETS[data].image_shape
+    built, _ = build_model(cfg.model, cfg.norm, shape, DATASETS[data].num_classes)
+    assert built(torch.zeros(2, *shape)).shape == (2, DATASETS[data].num_classes)
     flat = flatten(cfg)
     assert flat["norm.kind"] == norm and flat["optim.name"] == optim  # words, not Enum objects
 
@@ -105,7 +104,7 @@ def test_help_is_bnexps_own(tmp_path):
                  "norm.placement=before|after", "Examples:", "bnexp -m norm=batch,none",
                  "ghost         batch norm over virtual batches",
                  "reads placement, affine, momentum, eps, virtual_batch_size",
-                 "resnet        CIFAR ResNet", "cifar10       10 classes"):
+                 "resnet        CIFAR ResNet", "cifar10       3x32x32 images, 10 classes"):
         assert text in result.stdout
     for key in flatten(compose_config()):  # every key, generated from the schemas
         assert key.split(".")[0] == "model" or key in result.stdout, key

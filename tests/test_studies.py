@@ -17,9 +17,8 @@ STUDIES = sorted(path.name for path in (CONFIG_DIR / "experiment").iterdir() if 
 SCALES = ["quick", "full"]
 
 
-def test_there_are_nine_studies_each_at_both_scales():
-    assert STUDIES == ["affine", "batch_size", "bn_paper_mnist", "eval_mode", "init_sensitivity",
-                       "lr_robustness", "placement", "regularization", "resnet_cifar"]
+def test_every_study_has_its_base_and_both_scales():
+    assert len(STUDIES) >= 9  # the curated ones; a new study needs no edit here
     for study in STUDIES:
         assert sorted(p.stem for p in (CONFIG_DIR / "experiment" / study).glob("*.yaml")) \
             == sorted(SCALES)
