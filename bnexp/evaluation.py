@@ -1,4 +1,5 @@
-"""Test-set evaluation (`score`, `evaluate`) in the eval modes of `eval.modes`, none of which changes the model.
+"""Test-set evaluation (`score`, `evaluate`) in the eval modes of `eval.modes`, none of
+which changes the model.
 
 - running: `model.eval()`, the moving-average statistics (`evaluate`).
 - batch: norm layers in training mode (batch statistics), everything else in eval mode
@@ -29,7 +30,7 @@ from torch import nn
 from bnexp.loader import DeviceSplit, PixelStandardizer
 from bnexp.norm import is_norm_layer
 
-EVAL_BATCH = 1000  # examples per forward pass in running mode; eval mode makes it irrelevant to results
+EVAL_BATCH = 1000  # examples per forward pass in running mode (eval mode: no effect on results)
 EVAL_SEED_OFFSET = 7919  # test-batch order: seed + offset, independent of the training order
 
 
@@ -137,7 +138,8 @@ def precise_statistics(model: nn.Module, images: Iterable[torch.Tensor], count: 
     return twin.eval()
 
 
-def evaluate_modes(model: nn.Module, modes: list[str], test: DeviceSplit, normalize: PixelStandardizer,
+def evaluate_modes(model: nn.Module, modes: list[str], test: DeviceSplit,
+                   normalize: PixelStandardizer,
                    autocast: Callable[[], ContextManager], batch_size: int, seed: int,
                    precise_images: Callable[[], Iterator[torch.Tensor]], precise_batches: int
                    ) -> dict[str, tuple[float, float]]:

@@ -19,7 +19,8 @@ WIDTH = 96  # characters per help line
 
 
 def _keys(schema: type, prefix: str) -> list[str]:
-    """`prefix.key` (`prefix.key=a|b` for a choice of words) of every scalar key of a dataclass schema, nested ones walked."""
+    """`prefix.key` (`prefix.key=a|b` for a choice of words) of every scalar key of a
+    dataclass schema, nested ones walked."""
     hints = get_type_hints(schema)
     found = []
     for item in fields(schema):

@@ -96,6 +96,7 @@ def _ghost(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
 def _no_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> None:
     return None
 
+
 def _check_ghost(cfg: NormConfig, use: NormUse) -> None:
     if use.batch_size % cfg.virtual_batch_size:
         raise ConfigError(
@@ -109,13 +110,13 @@ def _check_group(cfg: NormConfig, use: NormUse) -> None:
                           f"{list(use.widths)} for norm.kind=group")
 
 
-
 NORMS: dict[str, NormSpec] = {
     "none": NormSpec(_no_norm, "no normalization: weight -> activation",
                      cancels_bias=False, batch_statistics=False, reads=()),
     "batch": NormSpec(_batch_norm, "per channel over the batch (Ioffe & Szegedy 2015)",
                       cancels_bias=True, batch_statistics=True),
-    "group": NormSpec(_group_norm, "per example over norm.groups groups of channels (Wu & He 2018)",
+    "group": NormSpec(_group_norm,
+                      "per example over norm.groups groups of channels (Wu & He 2018)",
                       cancels_bias=False, batch_statistics=False,
                       reads=("placement", "affine", "eps", "groups"), check=_check_group),
     "layer": NormSpec(_layer_norm, "per example over all its features (Ba et al. 2016)",

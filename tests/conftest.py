@@ -1,6 +1,10 @@
 """Fixtures: dataset files written in the real on-disk formats (bnexp.dataset_files, written
 independently of bnexp's readers) and the real Fashion-MNIST. Shared helpers are in
-helpers.py; the config is composed with bnexp.compose.compose_config."""
+helpers.py; the config is composed with bnexp.compose.compose_config.
+
+What is `slow` (CI runs it; `-m "not slow"` is the quick loop): every test that trains on the
+real dataset (it asks for the `fashion_mnist` or `real_sweep` fixture), the modules that
+launch real commands throughout, and the tests marked one by one."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +13,17 @@ import pytest
 
 from bnexp.dataset_files import write_cifar_dataset, write_idx_dataset
 from helpers import FASHION_MNIST
+
+
+SLOW_MODULES = {"test_faults", "test_sweeps", "test_end_to_end", "test_packaging"}
+SLOW_FIXTURES = {"fashion_mnist", "real_sweep"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__ if item.module else ""
+        if module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -72,6 +72,7 @@ def test_batch_of_one_is_fine_without_batch_norm():
     ("norm=foo", ["norm/foo", "batch, batch_renorm, ghost, group, layer, none"]),
     ("model.activation=swish", ["model.activation", "relu, sigmoid, tanh, gelu"]),
 ])
+@pytest.mark.slow
 def test_cli_rejects_bad_values_in_one_line_without_a_run_folder(tmp_path, override, fragments):
     result = run_bnexp(override, "train.steps=1", cwd=tmp_path)
     assert result.returncode != 0
@@ -82,6 +83,7 @@ def test_cli_rejects_bad_values_in_one_line_without_a_run_folder(tmp_path, overr
     assert run_folders(tmp_path) == [] and not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_cli_missing_dataset_is_one_message_before_any_folder(tmp_path):
     (tmp_path / "nowhere").mkdir()
     result = run_bnexp("data=mnist", f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path,
@@ -96,6 +98,7 @@ def test_check_runnable_finds_present_data(idx_root):
     check_runnable(compose_config("data=mnist", f"data.root={idx_root}"))
 
 
+@pytest.mark.slow
 def test_help_is_bnexps_own(tmp_path):
     result = run_bnexp("--help", cwd=tmp_path)
     assert result.returncode == 0
@@ -111,6 +114,7 @@ def test_help_is_bnexps_own(tmp_path):
     assert "Powered by Hydra" not in result.stdout
 
 
+@pytest.mark.slow
 def test_cfg_job_prints_the_composed_config(tmp_path):
     result = run_bnexp("--cfg", "job", "norm.affine=shift", cwd=tmp_path)
     assert result.returncode == 0

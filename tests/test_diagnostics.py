@@ -195,6 +195,7 @@ def run_one(tmp_path, idx_root, *overrides: str) -> tuple:
     return folder, json.loads((folder / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_norm_only_trains_gamma_and_beta_alone(tmp_path, idx_root):
     folder, summary = run_one(tmp_path, idx_root, "train.trainable=norm_only", "train.epochs=2")
     assert summary["trainable_parameters"] == 3 * 2 * 100  # gamma and beta of three BN layers
@@ -216,6 +217,7 @@ def test_lr_scale_rules(rule, expected):
     assert effective_lr(cfg.optim, 128) == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_effective_lr_is_recorded(tmp_path, idx_root):
     folder, summary = run_one(tmp_path, idx_root, "optim.scale_rule=linear",
                               "optim.base_batch_size=64", "train.epochs=1")

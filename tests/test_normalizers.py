@@ -5,6 +5,8 @@ it (which keys it reads, whether it cancels a bias, whether it uses batch statis
 what its layer does, so a new registry entry is tested with no edit here."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,8 +17,14 @@ from bnexp.norm import NORM_KEYS, NORMS, BlockFactory
 from bnexp.compose import compose_config
 
 
+@functools.lru_cache(maxsize=None)
+def norm_config(*overrides: str):
+    """The `norm` node as `bnexp <overrides>` composes it (read-only: factories never write)."""
+    return compose_config(*overrides).norm
+
+
 def norm_layer(*overrides: str, channels: int = 8, spatial: int = 0) -> nn.Module:
-    return BlockFactory(compose_config(*overrides).norm).norm(channels, spatial)
+    return BlockFactory(norm_config(*overrides)).norm(channels, spatial)
 
 
 LAYER_KINDS = [kind for kind in NORMS if norm_layer(f"norm={kind}") is not None]

@@ -251,6 +251,7 @@ def test_report_cli_and_module_entry(real_sweep, tmp_path, fashion_mnist):
     assert "--hue" in help_text and "--metric" in help_text
 
 
+@pytest.mark.slow
 def test_sweep_with_report_true_writes_it_even_when_a_run_failed(tmp_path, idx_root):
     result = run_injected({"kind": "fail", "seed": 1}, "-m", "seed=0,1", "data=mnist",
                           f"data.root={idx_root}", "train.batch_size=16", "train.epochs=1",
@@ -261,6 +262,7 @@ def test_sweep_with_report_true_writes_it_even_when_a_run_failed(tmp_path, idx_r
     assert sorted(runs["status"]) == ["completed", "failed"]
 
 
+@pytest.mark.slow
 def test_diagnostic_figures_from_probed_runs(tmp_path, idx_root):
     result = run_bnexp("-m", "norm=batch,none", "seed=0,1", "data=mnist", f"data.root={idx_root}",
                        "train.batch_size=16", "train.epochs=2", "model.activation=sigmoid",
@@ -280,6 +282,7 @@ def test_diagnostic_figures_from_probed_runs(tmp_path, idx_root):
     assert [axis.get_title().splitlines()[0] for axis in panels] == ["kind=batch", "kind=none"]
 
 
+@pytest.mark.slow
 def test_heatmap_and_seed_curves_from_a_batch_by_lr_grid(tmp_path):
     root = tmp_path / "grid"
     for batch in (8, 64):

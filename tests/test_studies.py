@@ -11,7 +11,7 @@ import yaml
 
 from bnexp.compose import CONFIG_DIR, compose_config, compose_sweep
 from bnexp.validation import validate
-from helpers import ROOT
+from helpers import ROOT, run_bnexp
 
 STUDIES = sorted(path.name for path in (CONFIG_DIR / "experiment").iterdir() if path.is_dir())
 SCALES = ["quick", "full"]
@@ -36,6 +36,16 @@ def test_a_study_states_its_claim_source_and_command(study):
         assert f"# Run:  bnexp -m experiment={study}/{scale} report=true" in text
 
 
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_study_composes_and_validates_at_each_scale(study, scale):
+    """The quick loop's check; the slow test below composes every job of the grid."""
+    cfg = compose_config(f"experiment={study}/{scale}")
+    validate(cfg)
+    assert cfg.study == study and cfg.scale == scale
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("study", STUDIES)
 def test_every_job_of_every_study_composes_and_validates(study, scale):
@@ -78,8 +88,8 @@ def test_a_shared_budget_is_written_once():
                 assert not repeated, f"{study}/quick repeats {group}: {repeated}"
 
 
+@pytest.mark.slow
 def test_a_study_without_a_scale_is_refused_in_one_line(tmp_path):
-    from helpers import run_bnexp
     result = run_bnexp("-m", "experiment=placement", cwd=tmp_path)
     assert result.returncode == 2
     assert "experiment=<study>/quick" in result.stderr and len(result.stderr.splitlines()) == 1

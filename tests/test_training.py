@@ -141,6 +141,7 @@ def test_adam_uses_momentum_as_beta1():
     assert [g["weight_decay"] for g in adamw.param_groups] == [0.01, 0.0]
 
 
+@pytest.mark.slow
 def test_compiled_forward_trains_like_eager(tmp_path, idx_root):
     """train.compile runs the training forward through torch.compile (inductor on the CPU
     here); the numbers match eager PyTorch up to float reordering."""
