@@ -56,11 +56,14 @@ def task_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
 
 
-def semantic_config(cfg: DictConfig) -> dict[str, Any]:
-    """The flattened config less the keys that cannot change the run."""
-    values = flatten(task_config(cfg))
+def _semantic(values: dict[str, Any]) -> dict[str, Any]:
     ignored = NOT_SEMANTIC | unread_keys(values)
     return {key: value for key, value in values.items() if key not in ignored}
+
+
+def semantic_config(cfg: DictConfig) -> dict[str, Any]:
+    """The flattened config less the keys that cannot change the run."""
+    return _semantic(flatten(task_config(cfg)))
 
 
 def _digest(values: dict[str, Any]) -> str:
@@ -72,38 +75,40 @@ def config_hash(cfg: DictConfig) -> str:
     return _digest(semantic_config(cfg))
 
 
-def _legacy_v1_hash(cfg: DictConfig) -> str:
-    """The hash bnexp gave this config before unread keys other than norm.* were ignored."""
-    values = flatten(task_config(cfg))
-    ignored = EXECUTION_KEYS | unused_keys(values.get("norm.kind", ""))
-    return _digest({key: value for key, value in values.items() if key not in ignored})
+def _hashes(values: dict[str, Any]) -> list[str]:
+    """The current hash of a flat config, then the one identity v1 gave it (every key but
+    the execution keys and the norm keys a normalizer ignores), if different."""
+    legacy = {key: value for key, value in values.items()
+              if key not in EXECUTION_KEYS | unused_keys(values.get("norm.kind", ""))}
+    return list(dict.fromkeys([_digest(_semantic(values)), _digest(legacy)]))
 
 
 def accepted_hashes(cfg: DictConfig) -> list[str]:
     """The hashes a record of this config may carry: the current one first, then the one an
     older bnexp wrote."""
-    return list(dict.fromkeys([config_hash(cfg), _legacy_v1_hash(cfg)]))
+    return _hashes(flatten(task_config(cfg)))
 
 
-def _readable(cfg: DictConfig) -> str:
-    values = semantic_config(cfg)
-    parts = [f"{prefix}{values[key]}" for key, prefix in NAME_KEYS if key in values]
+def _readable(semantic: dict[str, Any]) -> str:
+    parts = [f"{prefix}{semantic[key]}" for key, prefix in NAME_KEYS if key in semantic]
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
 
 
 def run_id(cfg: DictConfig) -> str:
     """e.g. `mlp-batch-before-affine-both-bs64-lr0.1-s0-3f9c0e1a2b`."""
-    return f"{_readable(cfg)}-{config_hash(cfg)}"
+    semantic = semantic_config(cfg)
+    return f"{_readable(semantic)}-{_digest(semantic)}"
 
 
 def run_folder(cfg: DictConfig, launch_dir: str) -> Path:
     """`<study dir>/<run-id>`; or, when that does not exist, the folder an older bnexp
     recorded the same run in (its readable prefix names the same values)."""
+    values = flatten(task_config(cfg))
+    readable = _readable(_semantic(values))
     study = study_dir(cfg, launch_dir)
-    current = study / run_id(cfg)
+    current, *legacy = [study / f"{readable}-{digest}" for digest in _hashes(values)]
     if not current.exists():
-        for legacy in accepted_hashes(cfg)[1:]:
-            candidate = study / f"{_readable(cfg)}-{legacy}"
+        for candidate in legacy:
             if candidate.is_dir():
                 return candidate
     return current

@@ -16,7 +16,7 @@ from bnexp import checkpoint, records
 from bnexp.config import flatten
 from bnexp.engine import FitResult, Fitter
 from bnexp.evaluation import evaluate, split_name
-from bnexp.identity import accepted_hashes, run_id
+from bnexp.identity import accepted_hashes
 from bnexp.interrupts import escalated, interruption
 from bnexp.session import Session, build_session
 from bnexp.schema import SUMMARY, TABLES, Status, summary_key
@@ -45,7 +45,7 @@ def run(cfg: DictConfig, folder: Path, guard: Callable[[], None] = lambda: None,
     hashes = accepted_hashes(cfg)
     identity = hashes[0]
     resume = _resume_state(folder, hashes)
-    base = {"config": flatten(cfg), "config_hash": identity, "run_id": run_id(cfg),
+    base = {"config": flatten(cfg), "config_hash": identity, "run_id": folder.name,
             "started_at": started.isoformat(timespec="seconds"),
             "resumed_from_step": resume["fit"]["progress"]["step"] if resume else None}
     tables: dict[str, records.TableLog] = {}

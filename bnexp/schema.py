@@ -80,7 +80,7 @@ SUMMARY_KEYS: dict[str, str] = {
     "status": "a word of RECORDED",
     "config": "the resolved config, flat: {'norm.kind': 'batch', ...}",
     "config_hash": "the run's identity (bnexp.identity)",
-    "run_id": "its folder name under the current identity",
+    "run_id": "the name of its run folder (an older identity's, when recorded under it)",
     "started_at": "UTC, ISO 8601",
     "resumed_from_step": "the checkpoint's step, or null",
     "steps": "SGD steps done", "examples": "training examples seen",

@@ -16,12 +16,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from bnexp.config import Compile, Config, ConfigError, Device, EvalMode, OptimName, Trainable
 from bnexp.datasets import DATASETS
 from bnexp.models import MODELS, norm_use
-from bnexp.norm import validate_norm
+from bnexp.norm import NORMS, validate_norm
 
 
 def validate(cfg: DictConfig) -> None:
     """Reject values no type can catch, with one line naming the key and what is allowed."""
-    for key, registry in (("model.name", MODELS), ("data.name", DATASETS)):
+    for key, registry in (("model.name", MODELS), ("data.name", DATASETS), ("norm.kind", NORMS)):
         if OmegaConf.select(cfg, key) not in registry:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} is invalid: expected one of "
                               f"{', '.join(registry)}")

@@ -91,8 +91,10 @@ def read_run(folder: Path, root: Path) -> tuple[dict[str, Any], list[str],
     row.update({key: NOT_APPLICABLE if key in unread else
                 json.dumps(value) if isinstance(value, list) else value
                 for key, value in config.items()})  # lists as text, so rows can be grouped
+    # every declared key, empty when this run lacks it (failed runs have no accuracies), then
+    # whatever else scalar it recorded (per eval mode keys, a newer bnexp's keys)
     row.update({key: summary.get(key) for key in SUMMARY_KEYS if key not in NOT_IN_RUNS})
-    row.update({key: value for key, value in summary.items()  # per eval mode; a newer bnexp's
+    row.update({key: value for key, value in summary.items()
                 if key not in NOT_IN_RUNS and not isinstance(value, (dict, list))})
     curves = None
     try:
