@@ -148,6 +148,7 @@ class TrainConfig:
     steps: Optional[int] = None  # budget in SGD steps; overrides train.epochs when set
     eval_every: int = 1  # evaluate the test set every N epochs, and always at the end
     log_every: int = 50  # steps averaged into one train row of metrics.csv
+    eval_every_steps: Optional[int] = None  # also evaluate the test set every N steps (and at step 0)
     device: Device = Device.auto
     threads: Optional[int] = None  # torch CPU threads; null = torch's default
     amp: bool = False  # bf16 autocast, CUDA only
@@ -173,6 +174,28 @@ class EvalConfig:
 
 
 @dataclass
+class ComparisonConfig:
+    """One contrast a study's verdict rests on: each other value of `factor` against
+    `reference`, paired by seed within every combination of the other factors."""
+
+    factor: str  # the config key contrasted, e.g. norm.kind
+    reference: str  # its reference value, e.g. none; compared as text
+
+
+@dataclass
+class QuestionConfig:
+    """What a study asks and how its report answers. Describes the runs, never changes them
+    (not part of a run's identity)."""
+
+    claim: Optional[str] = None  # the claim under test, one or two sentences
+    source: Optional[str] = None  # where the claim is made
+    command: Optional[str] = None  # the command that reproduces the study
+    metric: str = "final_test_accuracy"  # the primary metric (bnexp.report.metrics)
+    target: Optional[float] = None  # test accuracy of the examples_to_target metric
+    comparisons: List[ComparisonConfig] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     seed: int = 0  # seeds python, numpy and torch at the start of the run
     study: str = "adhoc"  # runs go to <results_dir>/<study>/<run-id>
@@ -187,6 +210,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    question: QuestionConfig = field(default_factory=QuestionConfig)
 
 
 # When a key is read: a key not read under a config cannot change the run, so it is left out of
@@ -200,6 +224,7 @@ READ_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
     "optim.base_batch_size": lambda c: c.get("optim.scale_rule") not in (None, "none"),
     "optim.decay_norm_bias": lambda c: (c.get("optim.weight_decay") or 0) > 0,
     "train.epochs": lambda c: c.get("train.steps") is None,
+    "train.eval_every_steps": lambda c: c.get("train.eval_every_steps") is not None,
     "data.subset_seed": lambda c: c.get("data.train_subset") is not None,
     "probe.every": lambda c: bool(c.get("probe.activations") or c.get("probe.gradients")),
     "probe.units": lambda c: bool(c.get("probe.activations")),

@@ -100,6 +100,7 @@ class FitResult:
     examples: int
     train_seconds: float  # the training loop alone, evaluations excluded
     diverged_at: Optional[int] = None
+    initial_loss: Optional[float] = None  # the first step's batch loss, before any update
 
 
 @dataclass
@@ -110,6 +111,7 @@ class StepPlan:
     log_every: int  # steps per train row (and per host read of the loss)
     eval_every: int  # epochs per evaluation (and always after the last step)
     probe_every: int = 0  # steps per probe sample; 0: no probes
+    eval_every_steps: int = 0  # steps per extra evaluation (and one at step 0); 0: none
 
 
 class Fitter:
@@ -131,6 +133,9 @@ class Fitter:
         self.update = step_function(optimizer)
         self.meter = IntervalMeter(batches.split.labels.device, batches.batch_size)
         self.step_count, self.epoch, self.train_seconds, self.clock_offset = 0, 0, 0.0, 0.0
+        self.initial_loss: Optional[torch.Tensor] = None  # read once, when the fit ends
+        self.evaluated_at = -1  # the step of the last test evaluation
+        self.eval_seconds = 0.0  # evaluations inside the open epoch, kept out of train_seconds
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, probing: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,26 +165,42 @@ class Fitter:
         batch = self.batches.batch_size
         self.meter.reserve(plan.log_every)
         self.model.train()
+        if plan.eval_every_steps and self.step_count == 0:
+            self._evaluate(test, write_rows, started)  # where every curve starts
         while self.step_count < plan.total_steps:
             self.epoch += 1
             tick = time.perf_counter()
-            diverged = self._epoch(plan, write_rows, on_log, started) or not self._finite()
-            self.train_seconds += time.perf_counter() - tick
+            self.eval_seconds = 0.0
+            diverged = self._epoch(plan, test, write_rows, on_log, started) or not self._finite()
+            self.train_seconds += time.perf_counter() - tick - self.eval_seconds
             self._flush_probes(write_rows)
             if diverged:
                 return FitResult(Status.diverged, self.step_count, self.step_count * batch,
-                                 self.train_seconds, self.step_count)
-            if self.epoch % plan.eval_every == 0 or self.step_count == plan.total_steps:
-                lr = self.optimizer.param_groups[0]["lr"]
-                write_rows("metrics", [self._row(split, loss, accuracy, lr, started)
-                                       for split, (loss, accuracy) in test().items()])
+                                 self.train_seconds, self.step_count, self._initial_loss())
+            if ((self.epoch % plan.eval_every == 0 or self.step_count == plan.total_steps)
+                    and self.evaluated_at != self.step_count):
+                self._evaluate(test, write_rows, started)
             self.clock_offset = time.perf_counter() - started
             on_epoch_end(self)
         return FitResult(Status.completed, self.step_count, self.step_count * batch,
-                         self.train_seconds)
+                         self.train_seconds, initial_loss=self._initial_loss())
 
-    def _epoch(self, plan: StepPlan, write_rows: TableWriter,
-               on_log: Callable[[int, float, float], None], started: float) -> bool:
+    def _evaluate(self, test: Callable[[], dict[str, tuple[float, float]]],
+                  write_rows: TableWriter, started: float) -> None:
+        """Test rows at the current step, in every eval mode."""
+        tick = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        write_rows("metrics", [self._row(split, loss, accuracy, lr, started)
+                               for split, (loss, accuracy) in test().items()])
+        self.evaluated_at = self.step_count
+        self.eval_seconds += time.perf_counter() - tick
+
+    def _initial_loss(self) -> Optional[float]:
+        return None if self.initial_loss is None else float(self.initial_loss)
+
+    def _epoch(self, plan: StepPlan, test: Callable[[], dict[str, tuple[float, float]]],
+               write_rows: TableWriter, on_log: Callable[[int, float, float], None],
+               started: float) -> bool:
         """One pass over the batches (or what is left of the plan); True if diverged."""
         probe_every = plan.probe_every if self.probes else 0
         last_step = plan.total_steps - 1
@@ -187,7 +208,10 @@ class Fitter:
             lr = self.optimizer.param_groups[0]["lr"]  # the LR of this step, for its row
             probing = probe_every > 0 and (self.step_count % probe_every == 0
                                            or self.step_count == last_step)
-            self.meter.add(*self.step(images, labels, probing), labels)
+            loss, logits = self.step(images, labels, probing)
+            if self.step_count == 0:
+                self.initial_loss = loss.detach().clone()
+            self.meter.add(loss, logits, labels)
             self.step_count += 1
             if self.step_count % plan.log_every == 0 or self.step_count == plan.total_steps:
                 loss, accuracy = self.meter.read_and_reset()
@@ -196,6 +220,9 @@ class Fitter:
                 on_log(self.step_count, loss, accuracy)
                 if not math.isfinite(loss):
                     return True
+            if (plan.eval_every_steps and self.step_count % plan.eval_every_steps == 0
+                    and self.step_count < plan.total_steps):
+                self._evaluate(test, write_rows, started)
             if self.step_count == plan.total_steps:
                 break
         return False
@@ -227,7 +254,9 @@ class Fitter:
                 "meter": self.meter.state_dict(),
                 "progress": {"step": self.step_count, "epoch": self.epoch,
                              "train_seconds": self.train_seconds,
-                             "clock_offset": self.clock_offset}}
+                             "clock_offset": self.clock_offset,
+                             "initial_loss": self._initial_loss(),
+                             "evaluated_at": self.evaluated_at}}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -238,3 +267,6 @@ class Fitter:
         progress = state["progress"]
         self.step_count, self.epoch = progress["step"], progress["epoch"]
         self.train_seconds, self.clock_offset = progress["train_seconds"], progress["clock_offset"]
+        initial = progress.get("initial_loss")  # absent in checkpoints of an older bnexp
+        self.initial_loss = None if initial is None else torch.tensor(initial)
+        self.evaluated_at = progress.get("evaluated_at", -1)

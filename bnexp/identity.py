@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bnexp.config import READ_WHEN, flatten
+from bnexp.config import READ_WHEN, QuestionConfig, flatten
 from bnexp.norm import unused_keys
 
 EXECUTION_KEYS = {
@@ -35,9 +35,11 @@ EXECUTION_KEYS = {
     "train.threads",  # execution only (joblib/SLURM choose it per job)
     "train.checkpoint_every",  # a resumed run equals an uninterrupted one
 }
-NOT_SEMANTIC = EXECUTION_KEYS | {
+DESCRIPTIVE_KEYS = {f"question.{name}" for name in QuestionConfig.__dataclass_fields__}
+NOT_SEMANTIC = EXECUTION_KEYS | DESCRIPTIVE_KEYS | {
     "data.root", "data.download",  # where the data is found, not which data (checksummed)
 }
+ADDED_SINCE_V1 = {"train.eval_every_steps"}  # keys v1 never saw: hashed there only when set
 NAME_KEYS = [  # the readable prefix, in this order; values only
     ("model.name", ""), ("norm.kind", ""), ("norm.placement", ""), ("norm.affine", "affine-"),
     ("train.batch_size", "bs"), ("optim.lr", "lr"), ("seed", "s"),
@@ -78,8 +80,9 @@ def config_hash(cfg: DictConfig) -> str:
 def _hashes(values: dict[str, Any]) -> list[str]:
     """The current hash of a flat config, then the one identity v1 gave it (every key but
     the execution keys and the norm keys a normalizer ignores), if different."""
+    ignored = EXECUTION_KEYS | DESCRIPTIVE_KEYS | unused_keys(values.get("norm.kind", ""))
     legacy = {key: value for key, value in values.items()
-              if key not in EXECUTION_KEYS | unused_keys(values.get("norm.kind", ""))}
+              if key not in ignored and not (key in ADDED_SINCE_V1 and value is None)}
     return list(dict.fromkeys([_digest(_semantic(values)), _digest(legacy)]))
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Callable, Optional
 
+import torch
 from torch import nn
 
 from bnexp.config import Affine, ConfigError, NormConfig, Placement
@@ -241,6 +242,23 @@ class BlockFactory:
         keep = {id(p) for layer in self.created for p in layer.parameters()}
         for parameter in model.parameters():
             parameter.requires_grad_(id(parameter) in keep)
+
+    def affine_rows(self, model: nn.Module) -> list[dict]:
+        """Every norm layer's learned scale (gamma) and shift (beta), one row per channel;
+        empty where the norms have neither (affine=none, kind=none); a missing half is NaN."""
+        names = {id(module): name for name, module in model.named_modules()}
+        rows = []
+        for index, layer in enumerate(self.created):
+            halves = [getattr(layer, "weight", None), getattr(layer, "bias", None)]
+            present = [half for half in halves if half is not None]
+            if not present:
+                continue
+            missing = torch.full((present[0].numel(),), float("nan"))
+            gamma, beta = [(missing if half is None else half.detach().flatten().cpu()).tolist()
+                           for half in halves]
+            rows += [{"layer": index, "name": names.get(id(layer), ""), "channel": channel,
+                      "gamma": g, "beta": b} for channel, (g, b) in enumerate(zip(gamma, beta))]
+        return rows
 
     def describe(self) -> dict[str, object]:
         """What the factory decided, for the run record."""

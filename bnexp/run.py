@@ -53,6 +53,10 @@ def run(cfg: DictConfig, folder: Path, guard: Callable[[], None] = lambda: None,
         session = build_session(cfg, threads)
         tables = _open_tables(folder, session, resume)
         result = _fit(cfg, folder, session, tables, resume, guard, identity)
+        affine = session.norms.affine_rows(session.model)
+        if affine:
+            guard()
+            tables["norm_affine"] = records.TableLog(folder, TABLES["norm_affine"], affine)
         summary = {**base, **_summarize(session, result, tables["metrics"].rows, cfg)}
         summary["wall_seconds"] = _since(started)
         guard()
@@ -133,6 +137,7 @@ def _summarize(session: Session, result: FitResult, rows: list[dict], cfg: DictC
     data = session.data
     summary = {"status": result.status, "steps": result.steps, "examples": result.examples,
                "train_seconds": round(result.train_seconds, 3), "diverged_at": result.diverged_at,
+               "initial_train_loss": result.initial_loss,
                "steps_per_epoch": session.batches.steps_per_epoch,
                "total_steps": session.plan.total_steps, "effective_lr": session.lr,
                "train_examples": len(data["train"]), "test_examples": len(data["test"]),

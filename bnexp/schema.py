@@ -24,6 +24,7 @@ class Status(str, Enum):
     skipped = "skipped"  # a launch found it recorded already
     busy = "busy"  # another launcher holds its lock
     incomplete = "incomplete"  # (reports) its record is partial: no summary, a torn table
+    failed_to_train = "failed to train"  # (reports) completed at chance, or loss never fell
 
     def __str__(self) -> str:
         return self.value
@@ -37,7 +38,8 @@ FINISHED = (Status.completed, Status.diverged)  # a launch skips these unless re
 FAILING = (Status.failed, Status.unreadable)  # a sweep with any of these exits non-zero
 LAUNCH_OUTCOMES = (Status.completed, Status.diverged, Status.failed, Status.interrupted,
                    Status.unreadable, Status.skipped, Status.busy)  # the closing table's rows
-REPORTED = (Status.completed, Status.diverged, Status.failed, Status.incomplete)  # report counts
+REPORTED = (Status.completed, Status.failed_to_train, Status.diverged, Status.failed,
+            Status.incomplete)  # report counts
 
 SUMMARY = "summary.json"
 ERROR = "error.txt"
@@ -71,6 +73,10 @@ TABLES: dict[str, Table] = {
         "step", "layer", "name", "followed_by_norm", "grad_norm", "weight_norm",
         "update_norm", "effective_step",  # update norm / weight norm
     ), required=("step", "layer", "name", "grad_norm", "weight_norm")),
+    "norm_affine": Table("norm_affine.csv", (
+        "layer", "name", "channel",  # norm layers in build order; channel within the layer
+        "gamma", "beta",  # the learned scale and shift when training ended
+    ), required=("layer", "channel", "gamma")),
 }
 METRICS = TABLES["metrics"]
 
@@ -87,6 +93,7 @@ SUMMARY_KEYS: dict[str, str] = {
     "total_steps": "the budget in steps", "steps_per_epoch": "full batches per epoch",
     "train_seconds": "the training loop alone", "wall_seconds": "the whole run",
     "diverged_at": "the step a non-finite value was seen, or null",
+    "initial_train_loss": "the first step's batch loss, before any update",
     "effective_lr": "peak LR after optim.scale_rule",
     "train_examples": "training set size", "test_examples": "test set size",
     "parameters": "all parameters", "trainable_parameters": "those that train",

@@ -134,7 +134,7 @@ def build_session(cfg: DictConfig, threads: Optional[int]) -> Session:
     if cfg.train.compile != Compile.off:  # the model itself stays plain: state_dict, eval
         fitter.forward = torch.compile(model, mode=cfg.train.compile.value.replace("_", "-"))
     plan = StepPlan(total_steps, cfg.train.log_every, cfg.train.eval_every,
-                    cfg.probe.every if probes else 0)
+                    cfg.probe.every if probes else 0, cfg.train.eval_every_steps or 0)
     evaluate = _test_evaluator(cfg, model, data, autocast, fitter)
     return Session(device, data, model, norms, batches, fitter, plan, autocast, lr, evaluate)
 

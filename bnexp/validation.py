@@ -39,6 +39,8 @@ def validate(cfg: DictConfig) -> None:
          "null or an integer >= 1"),
         (cfg.train.eval_every >= 1, "train.eval_every", cfg.train.eval_every, "an integer >= 1"),
         (cfg.train.log_every >= 1, "train.log_every", cfg.train.log_every, "an integer >= 1"),
+        (cfg.train.eval_every_steps is None or cfg.train.eval_every_steps >= 1,
+         "train.eval_every_steps", cfg.train.eval_every_steps, "an integer >= 1 or null"),
         (cfg.train.checkpoint_every >= 0, "train.checkpoint_every", cfg.train.checkpoint_every,
          "an integer >= 0 (0: no checkpoints)"),
         (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.study) is not None, "study", cfg.study,

@@ -38,3 +38,10 @@ if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ]; then
     echo "setup: no apt-get; put Fashion-MNIST under $FMNIST or point BNEXP_DATA at it" >&2
   fi
 fi
+
+# Headless Chromium renders the report page in its browser test (skipped where it is absent).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing Debian's chromium (the report's browser test)"
+  { apt_get update -qq && apt_get install -y -qq chromium; } \
+    || echo "setup: could not install chromium (errors above); the browser test will be skipped" >&2
+fi

@@ -11,7 +11,7 @@ import pytest
 
 from bnexp.compose import compose_config
 from bnexp.config import READ_WHEN
-from bnexp.identity import config_hash, run_id, semantic_config
+from bnexp.identity import accepted_hashes, config_hash, run_id, semantic_config
 from bnexp.run import run
 from helpers import run_bnexp, run_folders
 
@@ -53,8 +53,32 @@ def test_anything_that_changes_the_run_changes_the_hash(override):
     assert config_hash(compose_config(override)) != config_hash(compose_config())
 
 
+OPTIONAL = {"train.eval_every_steps": "25"}  # read exactly when set (null: off)
+
+
 def test_every_conditional_key_is_tested_here():
-    assert set(CONDITIONAL) == set(READ_WHEN)
+    assert set(CONDITIONAL) | set(OPTIONAL) == set(READ_WHEN)
+
+
+@pytest.mark.parametrize("key", sorted(OPTIONAL))
+def test_an_optional_key_counts_only_when_set(key):
+    assert key not in semantic_config(compose_config())
+    assert config_hash(compose_config(f"{key}={OPTIONAL[key]}")) != config_hash(compose_config())
+
+
+def test_keys_added_since_do_not_move_existing_runs():
+    """Hashes computed by bnexp before train.eval_every_steps and question.* existed (current
+    rule, then identity v1): the same configs must still find the same folders."""
+    assert accepted_hashes(compose_config()) == ["3ee28a5de9", "bd7e9184c4"]
+    assert accepted_hashes(compose_config("norm=ghost", "train.batch_size=32",
+                                          "model.init=normal", "seed=2")) == [
+        "1132c5e47d", "d450028fa1"]
+
+
+@pytest.mark.parametrize("override", ["question.claim=anything", "question.metric=final_test_loss",
+                                      "question.target=0.5"])
+def test_what_a_study_asks_is_not_part_of_the_hash(override):
+    assert accepted_hashes(compose_config(override)) == accepted_hashes(compose_config())
 
 
 @pytest.mark.parametrize("key", sorted(CONDITIONAL))

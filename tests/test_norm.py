@@ -77,6 +77,32 @@ def test_none_has_no_norm_modules_and_keeps_biases():
     assert norms.describe() == {"norm.weight_bias": True}
 
 
+@pytest.mark.parametrize("affine", ["both", "scale", "shift", "none"])
+def test_affine_rows_are_the_norm_layers_parameters(affine):
+    """norm_affine.csv: one row per channel of every norm layer, read off the named modules."""
+    cfg = compose_config(f"norm.affine={affine}", "model.width=6", "model.depth=2")
+    model, norms = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm1d) and module.weight is not None:
+            nn.init.uniform_(module.weight)
+    rows = norms.affine_rows(model)
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.BatchNorm1d)}
+    if affine == "none":
+        assert rows == []
+        return
+    assert len(rows) == 6 * len(layers) == 12
+    for row in rows:
+        layer = layers[row["name"]]
+        for column, half in (("gamma", layer.weight), ("beta", layer.bias)):
+            if half is None:
+                assert row[column] != row[column]  # NaN
+            else:
+                assert row[column] == pytest.approx(half[row["channel"]].item())
+    plain = compose_config("norm=none")
+    plain_model, plain_norms = build_model(plain.model, plain.norm, (1, 28, 28), 10)
+    assert plain_norms.affine_rows(plain_model) == []
+
+
 def test_mlp_parameter_counts_by_hand():
     # 784 -> 100 -> 100 -> 100 -> 10; BN before: no hidden biases, 2 x 100 gamma/beta per layer
     cfg = compose_config()

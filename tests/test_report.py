@@ -99,7 +99,7 @@ def test_tables_hold_the_right_values_and_an_independent_ci(synthetic, tmp_path)
     batch8 = summary[(summary["norm.kind"] == "batch") & (summary["train.batch_size"] == 8)].iloc[0]
     assert (batch8["diverged"], batch8["incomplete"], batch8["completed"]) == (1, 2, 3)
     table = (tmp_path / "out" / "summary.md").read_text()
-    assert "| batch | 8 | 3 | 1 | 0 | 2 |" in table
+    assert "| batch | 8 | 3 | 0 | 1 | 0 | 2 |" in table
 
 
 def test_factor_detection_on_a_mixed_grid(tmp_path):
@@ -161,7 +161,7 @@ def test_explicit_roles_are_honoured(synthetic, tmp_path):
         report = build_report(synthetic, tmp_path / "out", options, keep_figures=True)
     bars = report.figures["bars_final_test_accuracy"]
     labels = bars.axes[0].get_legend_handles_labels()[1]
-    assert labels[:2] == ["batch_size=64", "batch_size=8"]
+    assert labels[:2] == ["batch_size=8", "batch_size=64"]  # numeric order, not text
     assert [t.get_text() for t in bars.axes[0].get_xticklabels()] == ["kind=batch", "kind=none"]
     with pytest.raises(ValueError, match="not a config key"):
         build_report(synthetic, tmp_path / "x", Options(x="norm.colour"))
@@ -184,8 +184,8 @@ def real_sweep(tmp_path_factory) -> Path:
 def test_plotted_values_equal_the_summary(real_sweep, tmp_path, fashion_mnist):
     report = build_report(real_sweep, tmp_path / "out", keep_figures=True)
     summary = report.summary
-    assert set(report.figures) >= {"learning_curves", "vs_batch_size", "bars_final_test_accuracy",
-                                   "generalization_gap"}
+    assert set(report.figures) >= {"learning_curves", "vs_batch_size", "generalization_gap"}
+    assert "bars_final_test_accuracy" not in report.figures  # it would repeat vs_batch_size
     plotted = set()
     for axis in report.figures["vs_batch_size"].axes:  # one panel per learning rate
         rate = float(axis.get_title().split("=")[1])
@@ -200,9 +200,9 @@ def test_plotted_values_equal_the_summary(real_sweep, tmp_path, fashion_mnist):
                                            rows["final_test_accuracy_mean"].to_numpy(float))
                 plotted.update(rows.index)
     assert plotted == set(summary.index[summary["final_test_accuracy_n"] > 0])
-    heights = sorted(p.get_height() for ax in report.figures["bars_final_test_accuracy"].axes
+    heights = sorted(p.get_height() for ax in report.figures["generalization_gap"].axes
                      for p in ax.patches)
-    expected = sorted(summary.loc[summary["final_test_accuracy_n"] > 0, "final_test_accuracy_mean"])
+    expected = sorted(summary.loc[summary["generalization_gap_n"] > 0, "generalization_gap_mean"])
     np.testing.assert_allclose(np.asarray(heights, float), np.asarray(expected, float))
     diverged_markers = [line for ax in report.figures["learning_curves"].axes for line in ax.lines
                         if line.get_marker() == "x" and len(line.get_xdata())]
@@ -215,12 +215,14 @@ def test_plotted_values_equal_the_summary(real_sweep, tmp_path, fashion_mnist):
 class _Links(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.targets, self.tables, self.images = [], 0, 0
+        self.targets, self.tables, self.images, self.ids = [], 0, 0, set()
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.tables += tag == "table"
         self.images += tag == "img"
+        if attrs.get("id"):
+            self.ids.add(attrs["id"])
         for key in ("href", "src"):
             if attrs.get(key) and not attrs[key].startswith("data:"):
                 self.targets.append(attrs[key])
@@ -233,7 +235,10 @@ def test_html_page_is_self_contained_and_links_resolve(real_sweep, tmp_path, fas
     parser.feed(page)
     assert parser.tables >= 2 and parser.images == len(list((tmp_path / "out").glob("*.png")))
     for target in parser.targets:
-        assert (tmp_path / "out" / target).exists(), target
+        if target.startswith("#"):
+            assert target[1:] in parser.ids, target
+        else:
+            assert (tmp_path / "out" / target).exists(), target
     assert "95% CI" in page and "final_test_accuracy mean" in page
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "## Provenance" in markdown and "torch" in markdown
@@ -274,7 +279,7 @@ def test_diagnostic_figures_from_probed_runs(tmp_path, idx_root):
     assert {"eval_modes", "activation_percentiles", "activation_std_by_layer"} <= set(report.figures)
     long = eval_mode_summary(collect(tmp_path / "results" / "adhoc").runs, report.factors)
     heights = sorted(p.get_height() for p in report.figures["eval_modes"].axes[0].patches)
-    np.testing.assert_allclose(heights, sorted(long["mode_accuracy_mean"]))
+    np.testing.assert_allclose(heights, sorted(long["mode_accuracy_mean"].dropna()))
     assert len(long) == 2 * 4  # two variants x four modes
     activations = pd.read_csv(tmp_path / "out" / "activations.csv")
     assert {"norm.kind", "seed", "p15", "p85"} <= set(activations.columns)
@@ -320,7 +325,7 @@ def test_page_escapes_cells_links_and_figure_names(tmp_path):
     (tmp_path / f"{name}.png").write_bytes(b"not really a png")
     link = 'runs/a b#"<c>?'
     blocks = [page.Table(["a|b", "c"], [["x|y", "<script>alert(2)</script>"]], {(0, 0): link}),
-              page.Figure(name, 'caption "quoted" <b>')]
+              page.Figure(name, 'title <i>', 'caption "quoted" <b>', 'alt "quoted" <b>')]
 
     class Reader(HTMLParser):
         def __init__(self):
@@ -330,7 +335,8 @@ def test_page_escapes_cells_links_and_figure_names(tmp_path):
         def handle_starttag(self, tag, attrs):
             self.tags.append(tag)
             self.hrefs += [value for key, value in attrs if key == "href"]
-            assert all(key in {"href", "alt", "src", "lang", "charset"} for key, _ in attrs)
+            assert all(key in {"href", "alt", "src", "lang", "charset", "name", "content", "id",
+                               "class", "title"} for key, _ in attrs)
             self.in_cell = tag == "td" or (self.in_cell and tag == "a")
 
         def handle_endtag(self, tag):
@@ -343,7 +349,7 @@ def test_page_escapes_cells_links_and_figure_names(tmp_path):
     reader = Reader()
     reader.feed(page.html_page(blocks, "t", tmp_path))
     assert "script" not in reader.tags and "b" not in reader.tags
-    assert [unquote(href) for href in reader.hrefs] == [link, f"{name}.svg"]
+    assert [unquote(href) for href in reader.hrefs] == [link, f"{name}.svg", f"{name}.svg"]
     assert reader.cells == ["x|y", "<script>alert(2)</script>"]
     markdown = page.markdown(blocks)
     assert "x\\|y" in markdown  # a '|' in a cell does not split the Markdown row

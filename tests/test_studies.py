@@ -10,6 +10,9 @@ import pytest
 import yaml
 
 from bnexp.compose import CONFIG_DIR, compose_config, compose_sweep
+from bnexp.config import flatten
+from bnexp.identity import task_config
+from bnexp.report.metrics import METRIC_INFO
 from bnexp.validation import validate
 from helpers import ROOT, run_bnexp
 
@@ -28,8 +31,12 @@ def test_every_study_has_its_base_and_both_scales():
 @pytest.mark.parametrize("study", STUDIES)
 def test_a_study_states_its_claim_source_and_command(study):
     header = (CONFIG_DIR / "studies" / f"{study}.yaml").read_text()
-    assert header.startswith("# @package _global_") and "# Claim:" in header
-    assert "# Source:" in header and f"experiment={study}/" in header
+    assert header.startswith("# @package _global_")
+    question = compose_config(f"experiment={study}/quick").question
+    assert question.claim and question.source and question.comparisons
+    assert question.command == f"bnexp -m experiment={study}/quick report=true"
+    assert question.metric in METRIC_INFO or question.metric.startswith("final_test_accuracy_")
+    assert question.target is not None or not question.metric.endswith("_to_target")
     for scale in SCALES:
         text = (CONFIG_DIR / "experiment" / study / f"{scale}.yaml").read_text()
         assert text.startswith("# @package _global_")
@@ -63,6 +70,10 @@ def test_every_job_of_every_study_composes_and_validates(study, scale):
         choices = job.hydra.runtime.choices  # the recorded groups say what the job runs
         assert choices.data == job.data.name and choices.model == job.model.name
         assert choices.norm == job.norm.kind
+    for comparison in base.question.comparisons:  # the factor varies, the reference is run
+        values = {str(flatten(task_config(job))[comparison.factor]) for job in jobs}
+        assert len(values) > 1 and comparison.reference in {
+            v.removesuffix(".0") for v in values}, (comparison, values)
 
 
 def test_a_scale_may_switch_the_model_and_the_dataset():

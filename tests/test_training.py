@@ -1,9 +1,11 @@
 """The training loop against a plain PyTorch loop, schedules and weight-decay groups by hand."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+from unittest.mock import ANY
 
 import pytest
 import torch
@@ -72,6 +74,37 @@ def test_fitter_matches_a_plain_pytorch_loop():
     assert train_rows[-1]["loss"] == pytest.approx(losses[12], rel=1e-5)
     assert [row["step"] for row in rows if row["split"] == "test"] == [6, 12, 13]
     assert result.status == "completed" and result.examples == 13 * 16
+    assert result.initial_loss == pytest.approx(losses[0], rel=1e-6)
+
+
+def test_evaluating_every_n_steps_adds_test_rows_and_changes_no_step():
+    """train.eval_every_steps: test rows at step 0, every N steps and at epoch ends, each once;
+    the weights and train rows equal those of a fit that evaluates per epoch only (evaluation
+    draws no training randomness and leaves the model in train mode)."""
+    cfg = compose_config("model.dropout=0.3", "train.batch_size=16")
+    split = _data()
+    normalize = PixelStandardizer(split.images)
+    fits = {}
+    for every in (0, 4):
+        torch.manual_seed(0)
+        model, _ = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
+        optimizer = build_optimizer(model, cfg.optim)
+        fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, 13),
+                        TrainBatches(split, normalize, 16, False, seed=5),
+                        autocast_for(torch.device("cpu"), False))
+        rows = []
+        torch.manual_seed(1)  # dropout's masks come from the global generator
+        fitter.fit(StepPlan(13, log_every=4, eval_every=1, eval_every_steps=every),
+                   lambda: {"test": evaluate(model, split, normalize, contextlib.nullcontext)},
+                   lambda table, new: rows.extend(new))
+        fits[every] = (model.state_dict(), rows)
+    (plain_state, plain_rows), (state, rows) = fits[0], fits[4]
+    for name, tensor in plain_state.items():
+        torch.testing.assert_close(state[name], tensor, rtol=0, atol=0)
+    assert [r for r in rows if r["split"] == "train"] == [
+        {**r, "seconds": ANY} for r in plain_rows if r["split"] == "train"]
+    assert [row["step"] for row in plain_rows if row["split"] == "test"] == [6, 12, 13]
+    assert [row["step"] for row in rows if row["split"] == "test"] == [0, 4, 6, 8, 12, 13]
 
 
 def test_non_finite_loss_stops_the_run_as_diverged():

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from bnexp.report.build import Options, build_report
+from bnexp.report.metrics import METRIC_INFO
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -21,10 +22,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
                "norm.affine --col model.activation")
     parser.add_argument("results", type=Path, help="folder searched recursively for runs")
     parser.add_argument("--out", type=Path, help="output folder (default: RESULTS/report)")
-    parser.add_argument("--metric", default="final_test_accuracy",
-                        help="summary metric: final_test_accuracy (default), final_test_loss, "
-                             "best_test_accuracy, final_train_accuracy, generalization_gap, "
-                             "train_seconds")
+    parser.add_argument("--metric",
+                        help="primary metric (default: the study's question.metric, else "
+                             f"final_test_accuracy): {', '.join(METRIC_INFO)}, or a recorded "
+                             "per-eval-mode key such as final_test_accuracy_homogeneous")
+    parser.add_argument("--baseline", action="append", metavar="KEY=VALUE",
+                        help="a comparison: every other value of KEY against VALUE, paired by "
+                             "seed (repeatable; default: the study's question.comparisons)")
+    parser.add_argument("--target", type=float,
+                        help="test accuracy that examples_to_target / steps_to_target count to "
+                             "(default: the study's question.target)")
     parser.add_argument("--x", help="factor on the x axis of the comparison figure")
     parser.add_argument("--hue", help="comma-separated factors that colour lines and bars "
                                       "(default: the categorical factors)")
@@ -40,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
     if not args.results.is_dir():
         sys.exit(f"bnexp-report: {args.results} is not a folder")
-    options = Options(metric=args.metric, x=args.x, col=args.col, row=args.row,
+    options = Options(metric=args.metric, baselines=args.baseline, target=args.target, x=args.x, col=args.col, row=args.row,
                       hue=args.hue.split(",") if args.hue else None, seeds=args.seeds,
                       curves_x="step" if args.vs_step else "examples")
     started = time.perf_counter()

@@ -22,6 +22,7 @@ import yaml
 from bnexp.config import flatten_tree
 from bnexp.schema import METRICS, SUMMARY, SUMMARY_KEYS, TABLES, Status, Table
 from bnexp.identity import unread_keys
+from bnexp.report.outcomes import mark_failed_to_train
 
 NOT_APPLICABLE = "n/a"  # a key the run's config does not read (bnexp.identity.unread_keys)
 NOT_IN_RUNS = {"config", "status", "data_mean", "data_std"}  # summary keys runs.csv leaves out
@@ -144,6 +145,7 @@ def collect(root: Path) -> Collection:
     runs = pd.DataFrame(rows)
     if not runs.empty:
         runs["generalization_gap"] = runs["final_train_accuracy"] - runs["final_test_accuracy"]
+        runs = mark_failed_to_train(runs)
     curve_table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
         columns=[*METRICS.columns, "run"])
     return Collection(runs, curve_table,

@@ -1,9 +1,9 @@
-"""Figure layout shared by every report figure: variant roles (hue, panels, x), the
-palette that keeps a variant's colour across figures, panel grids, titles and legends."""
+"""Figure layout shared by every report figure: variant roles (hue, panels, x), the palette
+that gives a variant the same colour in every figure of every study, panel grids that wrap,
+shared axes, the chance line and one legend gathered from all panels."""
 from __future__ import annotations
 
 import math
-import textwrap
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,11 +15,22 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from bnexp.report.stats import label  # noqa: E402
+from bnexp.report.stats import label, sort_key  # noqa: E402
 
 LINESTYLES = ["-", "--", "-.", ":"]
 DIVERGED = dict(marker="x", markersize=9, markeredgewidth=2, linestyle="none")
-LEGEND_INCHES = 2.4  # room on the right of every figure for its legend
+FAILED_TO_TRAIN = dict(marker="v", markersize=8, markeredgewidth=1.5, linestyle="none",
+                       markerfacecolor="none")
+LEGEND_INCHES = 2.6  # room on the right of every figure for its legend
+MAX_COLUMNS = 4  # panels per row before a grid wraps
+PANEL_INCHES = (3.6, 2.7)  # width, height of one panel
+# A normalizer keeps its colour family in every study; variants of one kind (placement,
+# affine, activation, ...) take shades and line styles within it.
+NORM_FAMILIES = {"none": "Greys", "batch": "Blues", "ghost": "Reds", "group": "Greens",
+                 "layer": "Purples", "batch_renorm": "Oranges"}
+SHADES = [0.85, 0.55, 0.7, 0.4, 0.95, 0.3]
+HATCHES = ["", "//", "..", "xx", "\\\\", "oo"]  # bars of one family told apart by pattern
+OTHER_COLOURS = plt.get_cmap("Dark2").colors  # hues that do not involve norm.kind
 
 
 @dataclass
@@ -27,16 +38,37 @@ class Roles:
     hue: list[str]
     panels: list[str]
     x: Optional[str]
-    fixed_title: str  # "fixed: data=..., model=..."
+
+
+def hue_label(row: pd.Series, hue: list[str]) -> str:
+    return label({key: row[key] for key in hue})
 
 
 class Palette:
-    """A colour and line style per hue variant, fixed for the whole report."""
+    """A colour and line style per hue variant, fixed for the whole report, and derived from
+    the variant's values alone, so `kind=none` is the same grey in every study."""
 
-    def __init__(self, labels: list[str]):
-        colours = plt.get_cmap("tab10").colors
-        self.styles = {name: (colours[i % 10], LINESTYLES[(i // 10) % 4])
-                       for i, name in enumerate(sorted(set(labels)))}
+    def __init__(self, table: pd.DataFrame, hue: list[str]):
+        variants = {}
+        for _, row in table.iterrows():
+            variants[hue_label(row, hue)] = tuple(row[key] for key in hue)
+        ordered = sorted(variants, key=lambda name: [sort_key(v) for v in variants[name]])
+        self.styles: dict[str, tuple] = {}
+        if "norm.kind" in hue:
+            where = hue.index("norm.kind")
+            families: dict[str, list[str]] = {}
+            for name in ordered:
+                families.setdefault(str(variants[name][where]), []).append(name)
+            for kind, names in families.items():
+                cmap = plt.get_cmap(NORM_FAMILIES.get(kind, "Greys" if kind == "none" else "copper"))
+                for i, name in enumerate(names):
+                    self.styles[name] = (cmap(SHADES[i % len(SHADES)]),
+                                         LINESTYLES[i % len(LINESTYLES)], HATCHES[i % len(HATCHES)])
+        else:
+            for i, name in enumerate(ordered):
+                self.styles[name] = (OTHER_COLOURS[i % len(OTHER_COLOURS)],
+                                     LINESTYLES[(i // len(OTHER_COLOURS)) % len(LINESTYLES)], "")
+        self.order = ordered
 
     def colour(self, name: str):
         return self.styles[name][0]
@@ -44,76 +76,101 @@ class Palette:
     def linestyle(self, name: str) -> str:
         return self.styles[name][1]
 
+    def hatch(self, name: str) -> str:
+        return self.styles[name][2]
+
 
 def is_numeric(series: pd.Series) -> bool:
     return pd.to_numeric(series, errors="coerce").notna().all() and series.dtype != bool
 
 
 def panels_of(table: pd.DataFrame, keys: list[str]) -> list[tuple[dict, pd.DataFrame]]:
+    """(the panel's factor values, its rows), panels in numeric order of their values."""
     if not keys:
         return [({}, table)]
-    groups = table.groupby(keys, dropna=False, sort=True)
-    return [(dict(zip(keys, k if isinstance(k, tuple) else (k,))), g) for k, g in groups]
+    groups = [(dict(zip(keys, k if isinstance(k, tuple) else (k,))), g)
+              for k, g in table.groupby(keys, dropna=False, sort=False)]
+    return sorted(groups, key=lambda item: [sort_key(v) for v in item[0].values()])
 
 
-def grid(count: int, heading: str, height: float = 3.6) -> tuple[Figure, list]:
-    columns = min(count, 3)
+def grid(count: int, rows_per_panel: int = 1, sharex: bool = False, sharey: bool = True,
+         panel: tuple[float, float] = PANEL_INCHES) -> tuple[Figure, list[list]]:
+    """Panels in rows of at most MAX_COLUMNS; each panel is `rows_per_panel` axes stacked
+    (e.g. test accuracy over train loss, sharing x). Returns the figure and, per panel, its
+    axes. Axes in the same stacked position share y across panels when `sharey`."""
+    columns = min(count, MAX_COLUMNS)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(max(7.0, 5.2 * columns) + LEGEND_INCHES,
-                                                        height * rows + 1.2), squeeze=False,
+    figure, axes = plt.subplots(rows * rows_per_panel, columns, squeeze=False,
+                                figsize=(max(5.0, panel[0] * columns) + LEGEND_INCHES,
+                                         panel[1] * rows * rows_per_panel + 0.6),
                                 layout="constrained")
-    for axis in axes.flat[count:]:
-        axis.set_visible(False)
-    title(figure, heading)
-    return figure, list(axes.flat[:count])
+    panels = []
+    for index in range(rows * columns):
+        r, c = divmod(index, columns)
+        stack = [axes[r * rows_per_panel + k][c] for k in range(rows_per_panel)]
+        if index >= count:
+            for axis in stack:
+                axis.set_visible(False)
+            continue
+        panels.append(stack)
+    for k in range(rows_per_panel):
+        first = panels[0][k]
+        for stack in panels[1:]:
+            if sharey:
+                stack[k].sharey(first)
+    if sharex:
+        for stack in panels:
+            for axis in stack[1:]:
+                axis.sharex(stack[0])
+    return figure, panels
 
 
+def chance_line(axis, chance: Optional[float]) -> None:
+    if chance is not None:
+        axis.axhline(chance, color="0.4", linestyle=":", linewidth=1, label="chance accuracy")
 
 
-def title(figure: Figure, text: str) -> None:
-    """A suptitle wrapped to the panels' width (about 11 characters per inch at 10 pt)."""
-    width = figure.get_figwidth() - LEGEND_INCHES
-    figure.suptitle(textwrap.fill(text, width=int(width * 11)), fontsize=10)
+def legend(figure: Figure, axes: list, diverged: bool = False, failed: bool = False,
+           seeds: bool = False) -> None:
+    """One legend for the figure, gathered from every panel (each label once), outside the
+    panels on the right so it covers nothing."""
+    seen: dict[str, object] = {}
+    for axis in axes:
+        for handle, text in zip(*axis.get_legend_handles_labels()):
+            if text and not text.startswith("_"):
+                seen.setdefault(text, handle)
+    if seeds:
+        seen["one completed seed"] = Line2D([], [], color="black", marker="o", markersize=3,
+                                            linestyle="none")
+    if diverged:
+        seen["diverged run (non-finite loss)"] = Line2D([], [], color="black", **DIVERGED)
+    if failed:
+        seen["failed to train (at chance)"] = Line2D([], [], color="black", **FAILED_TO_TRAIN)
+    if seen:
+        figure.legend(list(seen.values()), list(seen), fontsize=7, loc="outside right upper")
 
 
-def hue_label(row: pd.Series, hue: list[str]) -> str:
-    return label({key: row[key] for key in hue})
-
-
-def legend(figure: Figure, axis, diverged_seen: bool) -> None:
-    """One legend for the figure, outside the panels on the right, so it hides no data."""
-    handles, labels = axis.get_legend_handles_labels()
-    if diverged_seen:
-        handles.append(Line2D([], [], color="black", **DIVERGED))
-        labels.append("diverged run (non-finite loss)")
-    if handles:
-        figure.legend(handles, labels, fontsize=7, loc="outside right upper")
-
-
-def clip_fraction_axes(axes: list, metric: str) -> None:
-    """Accuracies live in [0, 1]; a wide interval from two seeds must not stretch the axis
-    beyond it (the interval is still in summary.csv)."""
-    if "accuracy" in metric:
-        for axis in axes:
-            low, high = axis.get_ylim()
-            axis.set_ylim(max(low, 0.0), min(high, 1.0))
+def clip_to(axis, low: Optional[float], high: Optional[float]) -> None:
+    """Keep the y axis within the metric's range (a wide interval is clipped, not drawn past
+    1; the raw interval is in the tables)."""
+    bottom, top = axis.get_ylim()
+    axis.set_ylim(max(bottom, low) if low is not None else bottom,
+                  min(top, high) if high is not None else top)
 
 
 MAX_HUES = 6  # more lines than this in one panel are hard to tell apart
 
 
-def assign_roles(summary: pd.DataFrame, factors: list[str], fixed_title: str,
-                 hue: Optional[list[str]] = None, x: Optional[str] = None,
-                 panels: Optional[list[str]] = None) -> Roles:
+def assign_roles(summary: pd.DataFrame, factors: list[str], hue: Optional[list[str]] = None,
+                 x: Optional[str] = None, panels: Optional[list[str]] = None) -> Roles:
     """Defaults: categorical factors are the hue, norm.* keys first, while they make at most
     MAX_HUES variants (further ones become panels); numeric ones become panels; a user's
     choice wins."""
     if hue is None:  # norm keys first: what a bnexp figure compares above all
         hue = sorted((f for f in factors if not is_numeric(summary[f]) and f != x),
-                     key=lambda f: (not f.startswith("norm."), f))
+                     key=lambda f: (f != "norm.kind", not f.startswith("norm."), f))
         while len(hue) > 1 and len(summary.groupby(hue, dropna=False)) > MAX_HUES:
             hue = hue[:-1]
     if panels is None:
         panels = [f for f in factors if f not in hue and f != x]
-    return Roles(hue=hue, panels=panels, x=x, fixed_title=fixed_title)
-
+    return Roles(hue=hue, panels=panels, x=x)

@@ -2,40 +2,38 @@
 tests can read the plotted values back.
 
 Roles: the hue factors (categorical by default: norm kind, placement, affine, activation)
-give each line or bar its colour and line style, from one `Palette` per report, so a variant
-looks the same in every figure. A figure's x factor goes on the axis; every other varying
-factor becomes a panel. Lines and bars are the per-variant means over completed seeds, with
-95% Student-t intervals; diverged runs are drawn as x markers with a legend note.
+give each line or bar its colour and line style from the report's `Palette`; a figure's x
+factor goes on the axis; every other varying factor becomes a panel, in rows of at most four.
+Panels of one metric share their y axis, so a variant at chance is drawn as low as it is.
+Lines and bars are the per-variant means over completed seeds with 95% Student-t intervals,
+clipped to the metric's range in the drawing (raw in the tables); diverged runs are x markers,
+runs that failed to train hollow triangles, and accuracy axes carry a dotted chance line.
 """
 from __future__ import annotations
 
 import math
+from typing import Optional
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import EngFormatter, MaxNLocator
+from matplotlib.ticker import EngFormatter, LogFormatter, MaxNLocator
 
-from bnexp.report.layout import (DIVERGED, LEGEND_INCHES, Palette, Roles, clip_fraction_axes,
-                                 grid, hue_label, legend, panels_of, title)
-from bnexp.report.stats import label, t_interval
+from bnexp.report.layout import (DIVERGED, FAILED_TO_TRAIN, Palette, Roles, chance_line,
+                                 clip_to, grid, hue_label, legend, panels_of)
+from bnexp.report.metrics import axis_label, metric_info
+from bnexp.report.stats import label, sort_key, t_interval
 from bnexp.schema import Status
 
 AXIS_LABELS = {
-    "final_test_accuracy": "final test accuracy (fraction)",
-    "final_test_loss": "final test loss (cross-entropy, nats)",
-    "best_test_accuracy": "best test accuracy (fraction)",
-    "final_train_accuracy": "final train accuracy (fraction, eval mode)",
-    "generalization_gap": "train − test accuracy (fraction)",
-    "train_seconds": "training time (s)",
-    "mode_accuracy": "test accuracy by eval mode (fraction)",
     "train.batch_size": "batch size (examples, log2 scale)",
     "optim.lr": "learning rate (log scale)",
     "examples": "examples seen (training images)",
     "step": "SGD steps",
 }
 LOG2_KEYS = {"train.batch_size", "optim.base_batch_size", "norm.virtual_batch_size"}
+FAILED = str(Status.failed_to_train)
+MIN_BAND_SEEDS = 3  # below this a t band is uninformative: the seeds are drawn instead
 
 
 def _set_x_scale(axis, key: str) -> None:
@@ -45,50 +43,91 @@ def _set_x_scale(axis, key: str) -> None:
         axis.set_xscale("log")
 
 
-def vs_factor(summary: pd.DataFrame, x: str, metric: str, roles: Roles,
-              palette: Palette) -> Figure:
+def _error(mean: pd.Series, low: pd.Series, high: pd.Series, metric: str) -> np.ndarray:
+    """Error bar lengths of intervals clipped to the metric's range."""
+    info = metric_info(metric)
+    low = low.map(info.clip)
+    high = high.map(info.clip)
+    return np.nan_to_num(np.vstack([mean - low, high - mean]).astype(float))
+
+
+def _finish_accuracy_axes(axes: list, metric: str, chance: Optional[float]) -> None:
+    info = metric_info(metric)
+    for axis in axes:
+        if info.unit == "points" and info.low == 0:
+            chance_line(axis, chance)
+        clip_to(axis, info.low, info.high)
+
+
+def vs_factor(summary: pd.DataFrame, x: str, metric: str, roles: Roles, palette: Palette,
+              chance: Optional[float] = None) -> Figure:
     """Mean `metric` against a numeric factor, a line per hue variant, CI error bars; cells
-    with diverged runs get an x at the bottom of the axes."""
+    with diverged or untrained runs get a marker and a count at the bottom of the axes. Where
+    a scale rule makes the effective LR differ from optim.lr, each point is labelled with it."""
     panels = panels_of(summary, [key for key in roles.panels if key != x])
-    figure, axes = grid(len(panels), f"{AXIS_LABELS.get(metric, metric)} vs {x} · {roles.fixed_title}")
-    diverged_seen = False
+    figure, stacks = grid(len(panels))
+    axes = [stack[0] for stack in stacks]
+    diverged_seen = failed_seen = False
     for axis, (where, table) in zip(axes, panels):
-        for name, group in table.groupby(table.apply(hue_label, axis=1, hue=roles.hue), sort=True):
+        for name, group in table.groupby(table.apply(hue_label, axis=1, hue=roles.hue), sort=False):
             group = group.assign(_x=pd.to_numeric(group[x])).sort_values("_x")
             shown = group[group[f"{metric}_n"] > 0]
-            error = [shown[f"{metric}_mean"] - shown[f"{metric}_ci_low"],
-                     shown[f"{metric}_ci_high"] - shown[f"{metric}_mean"]]
-            axis.errorbar(shown["_x"], shown[f"{metric}_mean"], yerr=np.nan_to_num(error),
+            axis.errorbar(shown["_x"], shown[f"{metric}_mean"],
+                          yerr=_error(shown[f"{metric}_mean"], shown[f"{metric}_ci_low"],
+                                      shown[f"{metric}_ci_high"], metric),
                           color=palette.colour(name), linestyle=palette.linestyle(name),
                           marker="o", capsize=3, label=name)
-            for _, cell in group[group["diverged"] > 0].iterrows():
-                diverged_seen = True
-                axis.plot([cell["_x"]], [0.02], transform=axis.get_xaxis_transform(),
-                          color=palette.colour(name), **DIVERGED)
-                axis.annotate(f"{cell['diverged']} div", (cell["_x"], 0.05), fontsize=7,
-                              xycoords=axis.get_xaxis_transform(), ha="center")
+            _label_effective_lr(axis, shown, metric)
+            for _, cell in group.iterrows():
+                bad = [(cell.get("diverged", 0), DIVERGED, "div"),
+                       (cell.get(FAILED, 0), FAILED_TO_TRAIN, "untrained")]
+                for height, (count, style, word) in zip((0.03, 0.1), bad):
+                    if count:
+                        axis.plot([cell["_x"]], [height], transform=axis.get_xaxis_transform(),
+                                  color=palette.colour(name), **style)
+                        axis.annotate(f"{count} {word}", (cell["_x"], height + 0.03), fontsize=6,
+                                      xycoords=axis.get_xaxis_transform(), ha="center")
+                diverged_seen |= bool(cell.get("diverged", 0))
+                failed_seen |= bool(cell.get(FAILED, 0))
         _set_x_scale(axis, x)
         axis.set_xlabel(AXIS_LABELS.get(x, x))
-        axis.set_ylabel(AXIS_LABELS.get(metric, metric))
         axis.set_title(label(where) if where else "", fontsize=9)
         axis.grid(alpha=0.3)
-    legend(figure, axes[0], diverged_seen)
-    clip_fraction_axes(axes, metric)
+    for stack in stacks:
+        stack[0].set_ylabel(axis_label(metric))
+    _finish_accuracy_axes(axes, metric, chance)
+    legend(figure, axes, diverged_seen, failed_seen)
     return figure
 
 
-def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette) -> Figure:
+def _label_effective_lr(axis, shown: pd.DataFrame, metric: str) -> None:
+    if "effective_lr_mean" not in shown or "optim.lr" not in shown:
+        return
+    effective = shown["effective_lr_mean"]
+    nominal = pd.to_numeric(shown["optim.lr"], errors="coerce")
+    if effective.notna().all() and not np.allclose(effective, nominal):
+        for _, row in shown.iterrows():
+            axis.annotate(f"lr {row['effective_lr_mean']:.3g}", (row["_x"], row[f"{metric}_mean"]),
+                          textcoords="offset points", xytext=(0, 6), fontsize=6, ha="center")
+
+
+def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette,
+         runs: Optional[pd.DataFrame] = None, chance: Optional[float] = None) -> Figure:
     """Grouped bars: groups along x (the x factor's values, or one group), a bar per hue
-    variant, 95% CI error bars; diverged-only cells show an x."""
+    variant labelled under it, 95% CI error bars, each completed seed as a dot (from `runs`),
+    and the counts of diverged / untrained runs written above. The y axis starts near the
+    data, not at 0, so a 1-point effect is visible."""
     panels = panels_of(summary, [key for key in roles.panels if key != roles.x])
-    figure, axes = grid(len(panels), f"{AXIS_LABELS.get(metric, metric)} · {roles.fixed_title}")
-    names = sorted(palette.styles)
+    figure, stacks = grid(len(panels), panel=(max(3.6, 0.55 * len(palette.order) + 1.5), 3.2))
+    axes = [stack[0] for stack in stacks]
+    names = palette.order
     width = 0.8 / max(1, len(names))
-    diverged_seen = False
+    diverged_seen = failed_seen = False
+    values_drawn: list[float] = []
+    seeds_seen = False
     for axis, (where, table) in zip(axes, panels):
-        values = table[roles.x].astype(str).unique() if roles.x else [""]
-        is_factor = bool(roles.x) and "." in roles.x  # a config key, not a derived axis
-        groups = sorted(values) if is_factor else list(values)
+        groups = (sorted(table[roles.x].astype(str).unique(), key=sort_key) if roles.x else [""])
+        ticks, tick_labels = [], []
         for g_index, group_value in enumerate(groups):
             cells = table[table[roles.x].astype(str) == group_value] if roles.x else table
             for b_index, name in enumerate(names):
@@ -97,32 +136,83 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette) -> 
                     continue
                 cell = cell.iloc[0]
                 position = g_index + (b_index - (len(names) - 1) / 2) * width
+                if not roles.x:  # one group: each bar is labelled with its variant
+                    ticks.append(position)
+                    tick_labels.append("\n".join(str(cell[key]) for key in roles.hue))
                 mean = cell[f"{metric}_mean"]
                 if cell[f"{metric}_n"] > 0:
-                    error = [[mean - cell[f"{metric}_ci_low"]], [cell[f"{metric}_ci_high"] - mean]]
-                    axis.bar(position, mean, width, color=palette.colour(name),
-                             yerr=np.nan_to_num(error), capsize=3,
-                             label=name if g_index == 0 else None)
-                if cell["diverged"] > 0:
-                    diverged_seen = True
-                    axis.plot([position], [0.02], transform=axis.get_xaxis_transform(),
-                              color=palette.colour(name), **DIVERGED)
-        axis.set_xticks(range(len(groups)), [f"{roles.x.rsplit('.', 1)[-1]}={g}" if is_factor
-                                             else g for g in groups])
-        axis.set_ylabel(AXIS_LABELS.get(metric, metric))
+                    axis.bar(position, mean, width * 0.9, color=palette.colour(name), alpha=0.85,
+                             hatch=palette.hatch(name), edgecolor="white",
+                             yerr=_error(pd.Series([mean]), pd.Series([cell[f"{metric}_ci_low"]]),
+                                         pd.Series([cell[f"{metric}_ci_high"]]), metric),
+                             capsize=3, label=name)
+                    values_drawn += [cell[f"{metric}_ci_low"], cell[f"{metric}_ci_high"], mean]
+                seeds = _seed_values(runs, cell, metric, roles)
+                if len(seeds):
+                    seeds_seen = True
+                    axis.plot(np.full(len(seeds), position), seeds, "o", color="black",
+                              markersize=3, alpha=0.7)
+                    values_drawn += list(seeds)
+                notes = [f"{cell.get('diverged', 0)} div" if cell.get("diverged", 0) else "",
+                         f"{cell.get(FAILED, 0)} untrained" if cell.get(FAILED, 0) else ""]
+                if any(notes):
+                    diverged_seen |= bool(cell.get("diverged", 0))
+                    failed_seen |= bool(cell.get(FAILED, 0))
+                    axis.annotate("\n".join(n for n in notes if n), (position, 0.98),
+                                  xycoords=axis.get_xaxis_transform(), ha="center", va="top",
+                                  fontsize=6, color="firebrick")
+        if roles.x:  # groups: each labelled with the x factor's value, bars by the legend
+            short = roles.x.rsplit(".", 1)[-1]
+            ticks = list(range(len(groups)))
+            tick_labels = [f"{short}={g}" if "." in roles.x else g for g in groups]
+        else:
+            axis.set_xlabel(" / ".join(key.rsplit(".", 1)[-1] for key in roles.hue), fontsize=7)
+        axis.set_xticks(ticks, tick_labels, fontsize=6 if len(ticks) > 4 else 7)
         axis.set_title(label(where) if where else "", fontsize=9)
         axis.grid(alpha=0.3, axis="y")
-    legend(figure, axes[0], diverged_seen)
-    clip_fraction_axes(axes, metric)
+    for stack in stacks:
+        stack[0].set_ylabel(axis_label(metric))
+    _zoom_to(axes, values_drawn, metric)
+    _finish_accuracy_axes(axes, metric, chance if _shows(values_drawn, chance) else None)
+    legend(figure, axes, diverged_seen, failed_seen, seeds_seen)
     return figure
 
 
+def _shows(values: list[float], chance: Optional[float]) -> bool:
+    finite = [v for v in values if v is not None and not pd.isna(v)]
+    return chance is not None and bool(finite) and min(finite) < chance + 0.1
+
+
+def _zoom_to(axes: list, values: list[float], metric: str) -> None:
+    finite = [v for v in values if v is not None and not pd.isna(v)]
+    if not finite:
+        return
+    low, high = min(finite), max(finite)
+    pad = max((high - low) * 0.15, 1e-3)
+    info = metric_info(metric)
+    for axis in axes:
+        axis.set_ylim(info.clip(low - pad), info.clip(high + pad))
+
+
+def _seed_values(runs: Optional[pd.DataFrame], cell: pd.Series, metric: str,
+                 roles: Roles) -> np.ndarray:
+    """The completed runs' values of the cell (matched on its hue, panel and x values)."""
+    if runs is None or metric not in runs:
+        return np.array([])
+    match = runs["status"] == Status.completed
+    for key in [*roles.hue, *roles.panels, *([roles.x] if roles.x else [])]:
+        if key in runs and key in cell:
+            match &= runs[key].astype(str) == str(cell[key])
+    return pd.to_numeric(runs.loc[match, metric], errors="coerce").dropna().to_numpy()
+
+
 def heatmap(summary: pd.DataFrame, metric: str, roles: Roles) -> Figure:
-    """Batch size x learning rate per hue variant; a cell's diverged runs are written in it."""
+    """Batch size x learning rate per hue variant; a cell's diverged and untrained runs are
+    written in it."""
     panels = panels_of(summary, roles.hue)
-    figure, axes = grid(len(panels), f"{AXIS_LABELS.get(metric, metric)}: batch size × learning "
-                                      f"rate · {roles.fixed_title}", height=3.8)
-    for axis, (where, table) in zip(axes, panels):
+    figure, stacks = grid(len(panels), sharey=False, panel=(4.2, 3.4))
+    info = metric_info(metric)
+    for (axis,), (where, table) in zip(stacks, panels):
         size = pd.to_numeric(table["train.batch_size"])
         rate = pd.to_numeric(table["optim.lr"])
         sizes, rates = sorted(size.unique()), sorted(rate.unique())
@@ -133,68 +223,91 @@ def heatmap(summary: pd.DataFrame, metric: str, roles: Roles) -> Figure:
             text = "" if math.isnan(cells[i, j]) else f"{cells[i, j]:.3f}"
             if cell["diverged"]:
                 text += f"\n{cell['diverged']}× div"
+            if cell.get(FAILED, 0):
+                text += f"\n{cell[FAILED]}× untrained"
             axis.text(j, i, text or "–", ha="center", va="center", fontsize=7)
-        image = axis.imshow(cells, cmap="viridis", aspect="auto", origin="lower")
+        image = axis.imshow(cells, cmap="viridis", aspect="auto", origin="lower",
+                            vmin=info.low, vmax=info.high)
         axis.set_xticks(range(len(rates)), [f"{r:g}" for r in rates])
         axis.set_yticks(range(len(sizes)), [str(s) for s in sizes])
         axis.set_xlabel("learning rate")
         axis.set_ylabel("batch size (examples)")
         axis.set_title(label(where) if where else "", fontsize=9)
-        figure.colorbar(image, ax=axis, shrink=0.8)
+        figure.colorbar(image, ax=axis, shrink=0.8, label=axis_label(metric))
     return figure
 
 
+CURVES = [("test", "accuracy", "test accuracy (fraction)"),
+          ("train", "loss", "train loss (cross-entropy, nats, log scale)")]
+
+
 def learning_curves(curves: pd.DataFrame, runs: pd.DataFrame, roles: Roles, palette: Palette,
-                    x: str = "examples", seeds: bool = False) -> Figure:
-    """Test accuracy (top) and train loss (bottom) over training: per hue variant the mean
-    over completed seeds with a 95% CI band; diverged runs end in an x."""
+                    x: str = "examples", seeds: bool = False,
+                    chance: Optional[float] = None) -> Figure:
+    """Per panel, test accuracy over train loss, sharing x; all accuracy axes share y, as do
+    all loss axes. Per hue variant the mean over completed seeds with a 95% t band (the loss's
+    band computed on log(loss), so it never crosses 0); with fewer than MIN_BAND_SEEDS seeds
+    each seed is drawn instead. Diverged runs end in an x, untrained runs in a triangle."""
     keyed = curves.merge(runs[["run", "status", *roles.hue, *roles.panels]], on="run")
     panels = panels_of(keyed, roles.panels)
-    figure, axes = plt.subplots(2, len(panels), figsize=(max(7.0, 5.2 * len(panels)) + LEGEND_INCHES, 7.4),
-                                squeeze=False, layout="constrained")
-    title(figure, f"Learning curves · {roles.fixed_title}")
-    diverged_seen = False
-    for column, (where, table) in enumerate(panels):
-        for row, (split, metric, ylabel) in enumerate([
-                ("test", "accuracy", "test accuracy (fraction)"),
-                ("train", "loss", "train loss (cross-entropy, nats)")]):
-            axis = axes[row][column]
+    figure, stacks = grid(len(panels), rows_per_panel=2, sharex=True)
+    diverged_seen = failed_seen = False
+    for stack, (where, table) in zip(stacks, panels):
+        for axis, (split, metric, _) in zip(stack, CURVES):
             rows = table[table["split"] == split]
-            for name, group in rows.groupby(rows.apply(hue_label, axis=1, hue=roles.hue), sort=True):
-                diverged_seen |= _draw_variant_curve(axis, group, name, metric, x, palette, seeds)
-            axis.set_xlabel(AXIS_LABELS[x])
-            axis.xaxis.set_major_formatter(EngFormatter(sep=""))  # 10k, not 10000
-            axis.xaxis.set_major_locator(MaxNLocator(6))
-            axis.set_ylabel(ylabel)
-            if metric == "loss":
-                axis.set_yscale("log")
-            axis.set_title(label(where) if where else "", fontsize=9)
+            for name, group in rows.groupby(rows.apply(hue_label, axis=1, hue=roles.hue),
+                                            sort=False):
+                drawn = _draw_variant_curve(axis, group, name, metric, x, palette, seeds)
+                diverged_seen |= drawn[0]
+                failed_seen |= drawn[1]
             axis.grid(alpha=0.3)
-    legend(figure, axes[0][0], diverged_seen)
-    for axis in axes[0]:
-        axis.set_ylim(max(0.0, axis.get_ylim()[0]), min(1.0, axis.get_ylim()[1]))
+        accuracy_axis, loss_axis = stack
+        accuracy_axis.set_title(label(where) if where else "", fontsize=9)
+        loss_axis.set_yscale("log")
+        loss_axis.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        loss_axis.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False,
+                                                         minor_thresholds=(2, 0.5)))
+        loss_axis.set_xlabel(AXIS_LABELS[x])
+        loss_axis.xaxis.set_major_formatter(EngFormatter(sep=""))  # 10k, not 10000
+        loss_axis.xaxis.set_major_locator(MaxNLocator(5))
+        accuracy_axis.tick_params(labelbottom=False)
+    for stack in stacks:
+        for axis, (_, _, ylabel) in zip(stack, CURVES):
+            axis.set_ylabel(ylabel, fontsize=8)
+    _finish_accuracy_axes([stack[0] for stack in stacks], "final_test_accuracy", chance)
+    legend(figure, [axis for stack in stacks for axis in stack], diverged_seen, failed_seen)
     return figure
 
 
 def _draw_variant_curve(axis, group: pd.DataFrame, name: str, metric: str, x: str,
-                        palette: Palette, seeds: bool) -> bool:
+                        palette: Palette, seeds: bool) -> tuple[bool, bool]:
     colour, style = palette.colour(name), palette.linestyle(name)
     completed = group[group["status"] == Status.completed]
     if not completed.empty:
-        points = [(position, *t_interval(values[metric]))
-                  for position, values in completed.groupby(x, sort=True)]
+        runs = completed["run"].nunique()
+        log = metric == "loss"
+        points = []
+        for position, values in completed.groupby(x, sort=True):
+            series = pd.to_numeric(values[metric], errors="coerce")
+            series = np.log(series[series > 0]) if log else series
+            points.append((position, *t_interval(series)))
         xs = [p[0] for p in points]
-        axis.plot(xs, [p[2] for p in points], color=colour, linestyle=style, label=name)
-        axis.fill_between(xs, [p[4] for p in points], [p[5] for p in points], color=colour,
-                          alpha=0.2, linewidth=0)
-        if seeds:
+        back = np.exp if log else (lambda v: np.asarray(v, float))
+        marker = "o" if len(xs) <= 3 else None
+        axis.plot(xs, back([p[2] for p in points]), color=colour, linestyle=style, label=name,
+                  marker=marker, markersize=3)
+        if runs >= MIN_BAND_SEEDS:
+            axis.fill_between(xs, back([p[4] for p in points]), back([p[5] for p in points]),
+                              color=colour, alpha=0.2, linewidth=0)
+        if seeds or runs < MIN_BAND_SEEDS:
             for _, run in completed.groupby("run"):
                 axis.plot(run[x], run[metric], color=colour, linewidth=0.6, alpha=0.5)
-    diverged = group[group["status"] == Status.diverged]
-    for _, run in diverged.groupby("run"):
-        finite = run[np.isfinite(run[metric].astype(float))]
-        y = finite[metric].iloc[-1] if not finite.empty else np.nan
-        axis.plot([run[x].iloc[-1]], [y], color=colour, **DIVERGED)
-    return not diverged.empty
-
-
+    seen = []
+    for status, style in ((Status.diverged, DIVERGED), (Status.failed_to_train, FAILED_TO_TRAIN)):
+        ended = group[group["status"] == status]
+        for _, run in ended.groupby("run"):
+            finite = run[np.isfinite(run[metric].astype(float))]
+            y = finite[metric].iloc[-1] if not finite.empty else np.nan
+            axis.plot([run[x].iloc[-1]], [y], color=colour, **style)
+        seen.append(not ended.empty)
+    return seen[0], seen[1]

@@ -51,6 +51,15 @@ def _applicable_values(column: pd.Series) -> list:
     return list(dict(zip(column.astype(str), column)).values())
 
 
+def sort_key(value: object) -> tuple:
+    """Numbers by value, before words; words alphabetically (8 < 64 < 512; lr 1 < 3 < 10)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+    return (1, 0.0, str(value)) if math.isnan(number) else (0, number, "")
+
+
 def label(values: dict[str, object]) -> str:
     """`kind=batch, placement=after`: short key names, in factor order."""
     return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in values.items()) or "all runs"
@@ -73,8 +82,10 @@ def summarize(runs: pd.DataFrame, factors: list[str],
     """One row per variant: factor values, status counts, and per metric n/mean/std/CI."""
     metrics = metrics or METRICS
     rows = []
-    groups = runs.groupby(factors, dropna=False, sort=True) if factors else [((), runs)]
-    for key, group in groups:
+    groups = runs.groupby(factors, dropna=False, sort=False) if factors else [((), runs)]
+    ordered = sorted(groups, key=lambda item: [sort_key(v) for v in (
+        item[0] if isinstance(item[0], tuple) else (item[0],))])
+    for key, group in ordered:
         key = key if isinstance(key, tuple) else (key,)
         row: dict[str, object] = dict(zip(factors, key))
         row["variant"] = label(dict(zip(factors, key)))

@@ -1,0 +1,77 @@
+"""What each reported metric means: its axis label, the unit a difference is stated in, the
+range its values live in (an interval wider than that range is unresolved; plots clip to it)
+and which direction is better. Summary keys of every eval mode inherit their base metric.
+
+`examples_to_target` and `steps_to_target` are derived by the report from each run's test
+curve (`outcomes.to_target`): the first evaluation whose test accuracy reaches the target.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str  # axis label, with its unit
+    unit: str  # the unit a difference is stated in
+    scale: float = 1.0  # value x scale = value in `unit` (fractions shown as points)
+    low: Optional[float] = None  # smallest possible value, None: unbounded
+    high: Optional[float] = None
+    higher_is_better: bool = True
+
+    @property
+    def span(self) -> float:
+        """Width of the range of values (inf when unbounded)."""
+        if self.low is None or self.high is None:
+            return math.inf
+        return self.high - self.low
+
+    def clip(self, value: float) -> float:
+        """A value drawn within the metric's range (tables keep the raw value)."""
+        if self.low is not None:
+            value = max(value, self.low)
+        if self.high is not None:
+            value = min(value, self.high)
+        return value
+
+
+ACCURACY = dict(unit="points", scale=100.0, low=0.0, high=1.0)
+METRIC_INFO: dict[str, Metric] = {
+    "final_test_accuracy": Metric("final test accuracy (fraction)", **ACCURACY),
+    "best_test_accuracy": Metric("best test accuracy (fraction)", **ACCURACY),
+    "final_train_accuracy": Metric("final train accuracy (fraction, eval mode)", **ACCURACY),
+    "mode_accuracy": Metric("test accuracy by eval mode (fraction)", **ACCURACY),
+    "generalization_gap": Metric("train − test accuracy (fraction)", unit="points", scale=100.0,
+                                 low=-1.0, high=1.0, higher_is_better=False),
+    "final_test_loss": Metric("final test loss (cross-entropy, nats)", "nats", low=0.0,
+                              higher_is_better=False),
+    "best_test_loss": Metric("best test loss (cross-entropy, nats)", "nats", low=0.0,
+                             higher_is_better=False),
+    "final_train_loss": Metric("final train loss (cross-entropy, nats)", "nats", low=0.0,
+                               higher_is_better=False),
+    "train_seconds": Metric("training time (s)", "s", low=0.0, higher_is_better=False),
+    "examples_to_target": Metric("examples to reach the target test accuracy", "examples",
+                                 low=0.0, higher_is_better=False),
+    "steps_to_target": Metric("SGD steps to reach the target test accuracy", "steps", low=0.0,
+                              higher_is_better=False),
+}
+MODES = ("batch", "homogeneous", "precise")  # eval modes whose keys carry a suffix
+
+
+def metric_info(name: str) -> Metric:
+    """The metric's description; `final_test_accuracy_homogeneous` is described like
+    `final_test_accuracy`, named after its mode. Unknown names get a plain unbounded metric."""
+    if name in METRIC_INFO:
+        return METRIC_INFO[name]
+    base, _, mode = name.rpartition("_")
+    if base in METRIC_INFO and mode in MODES:
+        info = METRIC_INFO[base]
+        return Metric(info.label.replace("test", f"test ({mode} statistics)", 1), info.unit,
+                      info.scale, info.low, info.high, info.higher_is_better)
+    return Metric(name, "")
+
+
+def axis_label(name: str) -> str:
+    return metric_info(name).label

@@ -1,0 +1,72 @@
+"""The question a report answers: the claim, its source and reproduce command, the primary
+metric, the target of examples-to-target and the comparisons, read from the runs' own
+records (`question.*`, from the study's experiment file) and overridden by bnexp-report's
+flags (`--metric`, `--target`, `--baseline`), so an ad hoc folder reports too."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pandas as pd
+
+from bnexp.report.metrics import METRIC_INFO
+from bnexp.report.verdicts import Comparison, comparisons_from_config
+
+DEFAULT_METRIC = "final_test_accuracy"
+
+
+@dataclass
+class Question:
+    claim: Optional[str] = None
+    source: Optional[str] = None
+    command: Optional[str] = None
+    metric: str = DEFAULT_METRIC
+    target: Optional[float] = None
+    comparisons: list[Comparison] = field(default_factory=list)
+    declared: bool = False  # comparisons came from the study or a flag, not a default
+
+
+def _recorded(runs: pd.DataFrame, key: str) -> Optional[object]:
+    """The value most runs recorded for a question key (a warning when they disagree)."""
+    if key not in runs:
+        return None
+    values = runs[key].dropna()
+    values = values[values.astype(str) != "n/a"]
+    if values.empty:
+        return None
+    counts = values.astype(str).value_counts()
+    if len(counts) > 1:
+        warnings.warn(f"runs disagree on {key}; the report uses the most common value",
+                      stacklevel=3)
+    return values[values.astype(str) == counts.index[0]].iloc[0]
+
+
+def resolve(runs: pd.DataFrame, factors: list[str], metric: Optional[str] = None,
+            target: Optional[float] = None, baselines: Optional[list[str]] = None) -> Question:
+    recorded = {key: _recorded(runs, f"question.{key}") for key in
+                ("claim", "source", "command", "metric", "target", "comparisons")}
+    question = Question(claim=recorded["claim"], source=recorded["source"],
+                        command=recorded["command"],
+                        metric=metric or recorded["metric"] or DEFAULT_METRIC,
+                        target=target if target is not None else (
+                            None if recorded["target"] is None else float(recorded["target"])))
+    if baselines:
+        question.comparisons = [Comparison.parse(text) for text in baselines]
+        question.declared = True
+    elif recorded["comparisons"] not in (None, "[]"):
+        question.comparisons = comparisons_from_config(recorded["comparisons"])
+        question.declared = True
+    elif "norm.kind" in factors and "none" in runs["norm.kind"].astype(str).values:
+        question.comparisons = [Comparison("norm.kind", "none")]  # what bnexp asks by default
+    if question.metric.endswith("_to_target") and question.target is None:
+        raise ValueError(f"metric {question.metric} needs a target accuracy: pass --target "
+                         "or set question.target in the study")
+    if question.metric not in METRIC_INFO and question.metric not in runs:
+        raise ValueError(f"metric {question.metric} is not recorded by these runs; known: "
+                         f"{', '.join(METRIC_INFO)}")
+    for comparison in question.comparisons:
+        if comparison.factor not in factors:
+            raise ValueError(f"comparison factor {comparison.factor} does not vary among these "
+                             f"runs; factors: {', '.join(factors) or 'none'}")
+    return question
