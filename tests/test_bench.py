@@ -41,3 +41,14 @@ def test_quick_epoch_benchmark_writes_table_and_json(tmp_path):
     assert [row["batch"] for row in rows] == [8, 64]
     for row in rows:
         assert row["bnexp_seconds_per_epoch"] > 0 and row["minimal_seconds_per_epoch"] > 0
+
+
+@pytest.mark.slow
+def test_report_benchmark_writes_its_time(tmp_path):
+    out = tmp_path / "bench_report.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_report.py"),
+                             "--runs", "20", "--out", str(out)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(out.read_text())
+    assert measured["runs"] == 20 and measured["seconds"] > 0

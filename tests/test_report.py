@@ -353,3 +353,58 @@ def test_page_escapes_cells_links_and_figure_names(tmp_path):
     assert reader.cells == ["x|y", "<script>alert(2)</script>"]
     markdown = page.markdown(blocks)
     assert "x\\|y" in markdown  # a '|' in a cell does not split the Markdown row
+
+
+def _wide_grid(root: Path, seeds: int = 2) -> None:
+    """6 panels (batch size x lr) of two norm kinds; one run reports a huge loss interval."""
+    for batch in (8, 64, 512):
+        for lr in (0.1, 1.0):
+            for kind in ("batch", "none"):
+                for seed in range(seeds):
+                    config = {"seed": seed, "norm.kind": kind, "train.batch_size": batch,
+                              "optim.lr": lr, "data.name": "fashion_mnist"}
+                    accuracy = 0.15 + 0.8 * seed if kind == "none" else 0.8
+                    write_run(root / f"{kind}{batch}lr{lr}s{seed}", config, accuracy=accuracy)
+
+
+def test_figures_wrap_share_axes_clip_intervals_and_mark_chance(tmp_path):
+    root = tmp_path / "grid"
+    _wide_grid(root)
+    report = build_report(root, tmp_path / "out", keep_figures=True)
+    curves = report.figures["learning_curves"]
+    accuracy_axes = [a for a in curves.axes if a.get_ylabel().startswith("test accuracy")]
+    loss_axes = [a for a in curves.axes if a.get_ylabel().startswith("train loss")]
+    assert len(accuracy_axes) == len(loss_axes) == 6
+    columns = {round(a.get_position().x0, 3) for a in accuracy_axes}
+    assert len(columns) == 4  # 6 panels wrap into rows of at most 4
+    assert len({a.get_ylim() for a in accuracy_axes}) == 1  # one y range for every panel
+    assert len({a.get_ylim() for a in loss_axes}) == 1
+    assert all(a.lines for a in curves.axes)  # no empty panel
+    assert all(min(a.get_ylim()) > 0 for a in loss_axes)  # log-space bands stay above 0
+    chance = [line for a in accuracy_axes for line in a.lines
+              if line.get_label() == "chance accuracy"]
+    assert chance and all(line.get_ydata()[0] == pytest.approx(0.1) for line in chance)
+    legend_texts = [t.get_text() for t in curves.legends[0].get_texts()]
+    assert {"kind=batch", "kind=none"} <= set(legend_texts)
+    vs = report.figures["vs_lr"]
+    assert len({a.get_ylim() for a in vs.axes}) == 1
+    for axis in vs.axes:  # none's interval over 2 seeds (0.15, 0.95) runs past 1: clipped
+        for container in axis.containers:
+            for segment in container.lines[2][0].get_segments():
+                assert 0 <= segment[:, 1].min() and segment[:, 1].max() <= 1
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert (summary["final_test_accuracy_ci_high"] > 1).any()  # the table keeps the raw interval
+
+
+def test_a_variant_keeps_its_colour_across_studies(tmp_path):
+    """kind=none is the same grey whether or not other factors and kinds are in the study."""
+    from bnexp.report.layout import Palette
+    first = pd.DataFrame({"norm.kind": ["none", "batch"]})
+    second = pd.DataFrame({"norm.kind": ["group", "none", "batch", "layer"]})
+    assert Palette(first, ["norm.kind"]).colour("kind=none") == \
+        Palette(second, ["norm.kind"]).colour("kind=none")
+    assert Palette(first, ["norm.kind"]).colour("kind=batch") == \
+        Palette(second, ["norm.kind"]).colour("kind=batch")
+    third = pd.DataFrame({"norm.kind": ["none", "batch"], "norm.placement": ["n/a", "before"]})
+    assert Palette(third, ["norm.kind", "norm.placement"]).colour("kind=none, placement=n/a") \
+        == Palette(first, ["norm.kind"]).colour("kind=none")

@@ -83,7 +83,7 @@ def build_report(results: Path, out: Optional[Path] = None, options: Optional[Op
         figure.savefig(out / f"{name}.svg")
     blocks = sections.blocks(results, data.runs, summary, verdicts, factors, fixed, question,
                              [(name, *texts) for name, (_, *texts) in figures.items()],
-                             sorted(p.name for p in out.glob("*.csv")) + ["summary.md"])
+                             [f"{name}.csv" for name in sorted(data.extras)])
     (out / "report.md").write_text(sections.page.markdown(blocks))
     (out / "report.html").write_text(sections.page.html_page(blocks, f"bnexp report: {results.name}",
                                                              out))
@@ -130,7 +130,8 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
             f"{metric} against {key}",
             f"{what} against {key}: mean over completed seeds with 95% t-interval error bars; "
             "markers at the bottom count diverged and untrained runs.",
-            f"Line chart of {what} against {key}, one line per {hue}, panels by {panels}.")
+            f"Line chart of {what} against {key}, one line per {hue}, panels by "
+            f"{', '.join(p for p in roles.panels if p != key) or 'none'}.")
     if {"train.batch_size", "optim.lr"} <= set(numeric):
         rest["heatmap_batch_size_lr"] = (
             plots.heatmap(summary, metric, roles),
@@ -152,7 +153,8 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
             plots.bars(summary, metric, roles, palette, data.runs, chance),
             f"{metric} per variant",
             f"{what} per variant: bar = mean over completed seeds, error bar = 95% t-interval, "
-            "dots = seeds; the y axis starts near the data.",
+            "dots = seeds, counts of diverged, untrained or never-reaching runs written above; "
+            "the y axis starts near the data.",
             f"Bar chart of {what}, one bar per {hue}, panels by {panels}.")
     if not data.curves.empty:
         rest["learning_curves"] = (

@@ -93,31 +93,45 @@ def panels_of(table: pd.DataFrame, keys: list[str]) -> list[tuple[dict, pd.DataF
     return sorted(groups, key=lambda item: [sort_key(v) for v in item[0].values()])
 
 
+MARGINS = dict(left=0.75, right=0.25, bottom=0.75, top=0.45)  # inches around the panels
+GAPS = (0.75, 0.85)  # inches between panel columns, between panel rows
+STACK_GAP = 0.12  # inches between the axes stacked in one panel (they share x)
+
+
 def grid(count: int, rows_per_panel: int = 1, sharex: bool = False, sharey: bool = True,
          panel: tuple[float, float] = PANEL_INCHES) -> tuple[Figure, list[list]]:
     """Panels in rows of at most MAX_COLUMNS; each panel is `rows_per_panel` axes stacked
     (e.g. test accuracy over train loss, sharing x). Returns the figure and, per panel, its
-    axes. Axes in the same stacked position share y across panels when `sharey`."""
+    axes. Axes in the same stacked position share y across panels when `sharey`.
+
+    Margins are fixed in inches rather than solved by a layout engine, which would measure
+    every text box at each save (most of a report's time); the legend gets its own column on
+    the right (`legend` widens the figure for long labels)."""
     columns = min(count, MAX_COLUMNS)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows * rows_per_panel, columns, squeeze=False,
-                                figsize=(max(5.0, panel[0] * columns) + LEGEND_INCHES,
-                                         panel[1] * rows * rows_per_panel + 0.6),
-                                layout="constrained")
+    heights = []  # grid rows: the stacked axes of each panel row, then a spacer
+    for row in range(rows):
+        heights += [panel[1]] * rows_per_panel + ([GAPS[1]] if row < rows - 1 else [])
+    width = max(panel[0] * columns + GAPS[0] * (columns - 1) + MARGINS["left"]
+                + MARGINS["right"], 5.0)
+    stack_gaps = STACK_GAP * (rows_per_panel - 1) * rows
+    height = sum(heights) + stack_gaps + MARGINS["bottom"] + MARGINS["top"]
+    figure = plt.figure(figsize=(width + LEGEND_INCHES, height))
+    spec = figure.add_gridspec(len(heights), columns, height_ratios=heights,
+                               left=MARGINS["left"] / (width + LEGEND_INCHES),
+                               right=(width - MARGINS["right"]) / (width + LEGEND_INCHES),
+                               bottom=MARGINS["bottom"] / height,
+                               top=1 - MARGINS["top"] / height,
+                               wspace=GAPS[0] / panel[0], hspace=STACK_GAP / panel[1])
     panels = []
-    for index in range(rows * columns):
+    for index in range(count):
         r, c = divmod(index, columns)
-        stack = [axes[r * rows_per_panel + k][c] for k in range(rows_per_panel)]
-        if index >= count:
-            for axis in stack:
-                axis.set_visible(False)
-            continue
-        panels.append(stack)
+        first = r * (rows_per_panel + 1)
+        panels.append([figure.add_subplot(spec[first + k, c]) for k in range(rows_per_panel)])
     for k in range(rows_per_panel):
-        first = panels[0][k]
         for stack in panels[1:]:
             if sharey:
-                stack[k].sharey(first)
+                stack[k].sharey(panels[0][k])
     if sharex:
         for stack in panels:
             for axis in stack[1:]:
@@ -147,7 +161,27 @@ def legend(figure: Figure, axes: list, diverged: bool = False, failed: bool = Fa
     if failed:
         seen["failed to train (at chance)"] = Line2D([], [], color="black", **FAILED_TO_TRAIN)
     if seen:
-        figure.legend(list(seen.values()), list(seen), fontsize=7, loc="outside right upper")
+        _make_room(figure, max(LEGEND_INCHES, 0.055 * max(map(len, seen)) + 0.5))
+        width = figure.get_figwidth()
+        panels_right = max(axis.get_position().x1 for axis in figure.axes) * width
+        figure.legend(list(seen.values()), list(seen), fontsize=7, loc="upper left",
+                      bbox_to_anchor=((panels_right + MARGINS["right"]) / width, 0.98),
+                      frameon=False)
+
+
+def _make_room(figure: Figure, legend_inches: float) -> None:
+    """Widen the figure so the legend column is `legend_inches` wide, the panels keeping
+    their size in inches."""
+    width = figure.get_figwidth()
+    right = max(axis.get_position().x1 for axis in figure.axes) * width + MARGINS["right"]
+    extra = right + legend_inches - width
+    if extra <= 0:
+        return
+    boxes = [(axis, axis.get_position()) for axis in figure.axes]
+    figure.set_figwidth(width + extra)
+    scale = width / (width + extra)
+    for axis, box in boxes:
+        axis.set_position([box.x0 * scale, box.y0, box.width * scale, box.height])
 
 
 def clip_to(axis, low: Optional[float], high: Optional[float]) -> None:

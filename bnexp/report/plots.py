@@ -17,12 +17,13 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import EngFormatter, LogFormatter, MaxNLocator
+from matplotlib.ticker import (EngFormatter, FuncFormatter, LogLocator, MaxNLocator,
+                               NullFormatter)
 
 from bnexp.report.layout import (DIVERGED, FAILED_TO_TRAIN, Palette, Roles, chance_line,
                                  clip_to, grid, hue_label, legend, panels_of)
 from bnexp.report.metrics import axis_label, metric_info
-from bnexp.report.stats import label, sort_key, t_interval
+from bnexp.report.stats import label, sort_key, t_quantile
 from bnexp.schema import Status
 
 AXIS_LABELS = {
@@ -122,11 +123,13 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette,
     axes = [stack[0] for stack in stacks]
     names = palette.order
     width = 0.8 / max(1, len(names))
-    diverged_seen = failed_seen = False
     values_drawn: list[float] = []
     seeds_seen = False
     for axis, (where, table) in zip(axes, panels):
-        groups = (sorted(table[roles.x].astype(str).unique(), key=sort_key) if roles.x else [""])
+        groups = [""]
+        if roles.x:  # a config key's values in numeric order; a derived axis as given
+            groups = list(table[roles.x].astype(str).unique())
+            groups = sorted(groups, key=sort_key) if "." in roles.x else groups
         ticks, tick_labels = [], []
         for g_index, group_value in enumerate(groups):
             cells = table[table[roles.x].astype(str) == group_value] if roles.x else table
@@ -153,11 +156,12 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette,
                     axis.plot(np.full(len(seeds), position), seeds, "o", color="black",
                               markersize=3, alpha=0.7)
                     values_drawn += list(seeds)
+                never = cell.get(str(Status.completed), 0) - cell[f"{metric}_n"] \
+                    if metric.endswith("_to_target") else 0
                 notes = [f"{cell.get('diverged', 0)} div" if cell.get("diverged", 0) else "",
-                         f"{cell.get(FAILED, 0)} untrained" if cell.get(FAILED, 0) else ""]
+                         f"{cell.get(FAILED, 0)} untrained" if cell.get(FAILED, 0) else "",
+                         f"{never} never reached" if never else ""]
                 if any(notes):
-                    diverged_seen |= bool(cell.get("diverged", 0))
-                    failed_seen |= bool(cell.get(FAILED, 0))
                     axis.annotate("\n".join(n for n in notes if n), (position, 0.98),
                                   xycoords=axis.get_xaxis_transform(), ha="center", va="top",
                                   fontsize=6, color="firebrick")
@@ -174,7 +178,7 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette,
         stack[0].set_ylabel(axis_label(metric))
     _zoom_to(axes, values_drawn, metric)
     _finish_accuracy_axes(axes, metric, chance if _shows(values_drawn, chance) else None)
-    legend(figure, axes, diverged_seen, failed_seen, seeds_seen)
+    legend(figure, axes, seeds=seeds_seen)  # failures are written above their bars
     return figure
 
 
@@ -264,9 +268,9 @@ def learning_curves(curves: pd.DataFrame, runs: pd.DataFrame, roles: Roles, pale
         accuracy_axis, loss_axis = stack
         accuracy_axis.set_title(label(where) if where else "", fontsize=9)
         loss_axis.set_yscale("log")
-        loss_axis.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-        loss_axis.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False,
-                                                         minor_thresholds=(2, 0.5)))
+        loss_axis.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        loss_axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        loss_axis.yaxis.set_minor_formatter(NullFormatter())
         loss_axis.set_xlabel(AXIS_LABELS[x])
         loss_axis.xaxis.set_major_formatter(EngFormatter(sep=""))  # 10k, not 10000
         loss_axis.xaxis.set_major_locator(MaxNLocator(5))
@@ -286,18 +290,18 @@ def _draw_variant_curve(axis, group: pd.DataFrame, name: str, metric: str, x: st
     if not completed.empty:
         runs = completed["run"].nunique()
         log = metric == "loss"
-        points = []
-        for position, values in completed.groupby(x, sort=True):
-            series = pd.to_numeric(values[metric], errors="coerce")
-            series = np.log(series[series > 0]) if log else series
-            points.append((position, *t_interval(series)))
-        xs = [p[0] for p in points]
+        values = pd.to_numeric(completed[metric], errors="coerce")
+        if log:  # the band of a loss is computed on log(loss): it never crosses 0
+            values = np.log(values.where(values > 0))
+        points = values.groupby(completed[x]).agg(["count", "mean", "std"]).sort_index()
+        half = points["std"] / np.sqrt(points["count"]) * points["count"].map(
+            lambda n: t_quantile(n - 1) if n > 1 else np.nan)
         back = np.exp if log else (lambda v: np.asarray(v, float))
-        marker = "o" if len(xs) <= 3 else None
-        axis.plot(xs, back([p[2] for p in points]), color=colour, linestyle=style, label=name,
-                  marker=marker, markersize=3)
+        xs = points.index.to_numpy()
+        axis.plot(xs, back(points["mean"]), color=colour, linestyle=style, label=name,
+                  marker="o" if len(xs) <= 3 else None, markersize=3)
         if runs >= MIN_BAND_SEEDS:
-            axis.fill_between(xs, back([p[4] for p in points]), back([p[5] for p in points]),
+            axis.fill_between(xs, back(points["mean"] - half), back(points["mean"] + half),
                               color=colour, alpha=0.2, linewidth=0)
         if seeds or runs < MIN_BAND_SEEDS:
             for _, run in completed.groupby("run"):
@@ -306,6 +310,10 @@ def _draw_variant_curve(axis, group: pd.DataFrame, name: str, metric: str, x: st
     for status, style in ((Status.diverged, DIVERGED), (Status.failed_to_train, FAILED_TO_TRAIN)):
         ended = group[group["status"] == status]
         for _, run in ended.groupby("run"):
+            if metric == "loss":  # at the top edge: a diverging loss would stretch the axis
+                axis.plot([run[x].iloc[-1]], [0.95], color=colour,
+                          transform=axis.get_xaxis_transform(), **style)
+                continue
             finite = run[np.isfinite(run[metric].astype(float))]
             y = finite[metric].iloc[-1] if not finite.empty else np.nan
             axis.plot([run[x].iloc[-1]], [y], color=colour, **style)

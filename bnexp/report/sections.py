@@ -26,7 +26,8 @@ COMPARISON_HEADER = ["within", "n", "contrast − reference [95% CI], verdict",
 
 def blocks(results: Path, runs: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.DataFrame,
            factors: list[str], fixed: dict, question: Question,
-           figures: list[tuple[str, str, str, str]], files: list[str]) -> list[page.Block]:
+           figures: list[tuple[str, str, str, str]], probe_tables: list[str]
+           ) -> list[page.Block]:
     counts = ", ".join(f"{(runs['status'] == s).sum()} {s}" for s in REPORTED
                        if (runs["status"] == s).any())
     fixed_text = _fixed_text(fixed)
@@ -57,12 +58,14 @@ def blocks(results: Path, runs: pd.DataFrame, summary: pd.DataFrame, verdicts: p
         page.Details(f"All {len(fixed)} settings every run shared",
                      ", ".join(f"`{k}={v}`" for k, v in fixed.items() if k != "seed") or "none"),
         page.Heading("Files"),
-        page.Paragraph("Every number on this page comes from these tables, written next to "
-                       "it: " + ", ".join(f"`{name}`" for name in files) + "."),
-        page.Table(["file", "holds"], [[name, FILES.get(name, "a probe table, one row per "
-                                                     "event, with each run's factors")]
-                                       for name in files],
-                   {(i, 0): name for i, name in enumerate(files)}),
+        page.Paragraph("Every number on this page comes from these tables, written next to it "
+                       "(and committed with the curated studies' reports):"),
+        page.Table(["file", "holds"], [[name, holds] for name, holds in FILES.items()],
+                   {(i, 0): name for i, name in enumerate(FILES)}),
+        *([page.Paragraph("The probe figures read " + ", ".join(f"`{n}`" for n in probe_tables)
+                          + ", also written here (one row per probed event, with each run's "
+                          "factors; large, so not committed with the curated reports).")]
+          if probe_tables else []),
         page.Heading("Runs"),
         _runs_table(runs, factors, question.metric),
         page.Heading("Provenance"),
@@ -71,13 +74,13 @@ def blocks(results: Path, runs: pd.DataFrame, summary: pd.DataFrame, verdicts: p
     return out
 
 
-FILES = {
+FILES = {  # the tables every report writes (bnexp.report.build), each linked from the page
     "runs.csv": "one row per run: its config, outcome and summary values",
     "curves.csv": "one row per logged train interval and test evaluation of every run",
     "summary.csv": "one row per variant: outcome counts, mean, std and 95% CI per metric",
-    "summary.md": "the summary and paired comparisons as Markdown tables",
-    "comparisons.csv": "one row per comparison cell: the seed-matched differences and verdict",
-    "norm_affine.csv": "learned gamma and beta per norm channel at the end of each run",
+    "comparisons.csv": "one row per comparison cell: the seed pairs, their differences, "
+                       "mean, std, 95% CI and verdict",
+    "summary.md": "the summary and the paired comparisons as Markdown tables",
 }
 
 

@@ -9,6 +9,7 @@ counted, never averaged in as zeros.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterable, Optional
 
@@ -73,8 +74,14 @@ def t_interval(values: pd.Series) -> tuple[int, float, float, float, float]:
     std = float(values.std(ddof=1)) if n > 1 else math.nan
     if n < 2:
         return n, mean, std, math.nan, math.nan
-    half = float(scipy_stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * std / math.sqrt(n)
+    half = t_quantile(n - 1) * std / math.sqrt(n)
     return n, mean, std, mean - half, mean + half
+
+
+@functools.lru_cache(maxsize=None)
+def t_quantile(dof: int) -> float:
+    """The two-sided CONFIDENCE quantile of Student's t with `dof` degrees of freedom."""
+    return float(scipy_stats.t.ppf((1 + CONFIDENCE) / 2, dof))
 
 
 def summarize(runs: pd.DataFrame, factors: list[str],
@@ -103,12 +110,15 @@ def summarize(runs: pd.DataFrame, factors: list[str],
 def summary_cells(summary: pd.DataFrame, factors: list[str], metric: str
                   ) -> tuple[list[str], list[list[str]]]:
     """The summary as (header, rows) of text cells: factors, counts, mean, std, 95% CI."""
-    header = [*factors, *map(str, REPORTED),
+    never = metric.endswith("_to_target")  # completed runs that never reached the target
+    header = [*factors, *map(str, REPORTED), *(["never reached"] if never else []),
               f"{metric} mean", "std", "95% CI"]
     rows = []
     for _, row in summary.iterrows():
         cells = [str(row[f]) for f in factors]
         cells += [str(row[str(s)]) for s in REPORTED]
+        if never:
+            cells.append(str(row[str(Status.completed)] - row[f"{metric}_n"]))
         cells += [_number(row[f"{metric}_mean"]), _number(row[f"{metric}_std"]),
                   "–" if math.isnan(row[f"{metric}_ci_low"]) else
                   f"[{_number(row[f'{metric}_ci_low'])}, {_number(row[f'{metric}_ci_high'])}]"]
@@ -125,4 +135,6 @@ def markdown_table(summary: pd.DataFrame, factors: list[str], metric: str) -> st
 
 
 def _number(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.4f}"
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"  # fractions vs counts
