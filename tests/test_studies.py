@@ -3,7 +3,9 @@ groups and values its files choose, every quick grid runs end to end (with a tin
 writes its report, and the README lists them."""
 from __future__ import annotations
 
+import html
 import re
+import urllib.parse
 import subprocess
 
 import pytest
@@ -129,3 +131,26 @@ def test_readme_lists_exactly_the_studies():
     results_readme = (ROOT / "results" / "README.md").read_text()
     for study in STUDIES:
         assert f"## {study}" in results_readme
+
+
+def test_committed_reports_link_only_committed_files():
+    """Every number in a committed report traces to a committed text file: runs.csv and
+    curves.csv are committed with each study's page, and no link on it leads to a file that is
+    not committed (run folders and the probes' large tables stay local)."""
+    listed = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True,
+                            text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    tracked = set(listed.stdout.split())
+    for study in STUDIES:
+        folder = f"results/{study}/report"
+        assert {f"{folder}/{name}" for name in ("report.html", "report.md", "runs.csv",
+                                                "curves.csv", "comparisons.csv")} <= tracked
+        html_page = (ROOT / folder / "report.html").read_text()
+        markdown = (ROOT / folder / "report.md").read_text()
+        links = re.findall(r'(?:href|src)="([^"]+)"', html_page)
+        links += re.findall(r"\]\(([^)\s]+)\)", markdown)
+        for link in links:
+            if link.startswith(("#", "data:")):
+                continue
+            assert f"{folder}/{urllib.parse.unquote(html.unescape(link))}" in tracked, (study, link)

@@ -133,3 +133,21 @@ def test_report_opens_with_the_claim_and_a_verdict(tmp_path):
                                                              metric="final_test_loss"))
     assert override.comparisons.loc[0, "comparison"] == "kind=none − kind=batch"
     assert "nats" in override.comparisons.loc[0, "verdict"]
+
+
+def test_a_declared_comparison_a_narrowed_sweep_cannot_test_is_left_out(tmp_path):
+    """`bnexp -m experiment=<study> norm=batch` still reports: the study's norm.kind
+    comparison is named as not tested; the same comparison asked for by flag is an error."""
+    root = tmp_path / "narrow"
+    question = {"question.comparisons": [{"factor": "norm.kind", "reference": "none"},
+                                         {"factor": "train.batch_size", "reference": "64"}]}
+    for seed in range(2):
+        for batch in (8, 64):
+            write_run(root / f"b{batch}s{seed}", {"seed": seed, "norm.kind": "batch",
+                                                  "train.batch_size": batch, **question})
+    with pytest.warns(UserWarning, match="norm.kind does not vary"):
+        report = build_report(root, tmp_path / "out")
+    assert list(report.comparisons["factor"].unique()) == ["train.batch_size"]
+    assert "Not tested here: comparison norm.kind=none" in (tmp_path / "out" / "report.md").read_text()
+    with pytest.raises(ValueError, match="does not vary"):
+        build_report(root, tmp_path / "flag", Options(baselines=["norm.kind=none"]))

@@ -11,7 +11,7 @@ from typing import Optional
 import pandas as pd
 
 from bnexp.report.metrics import METRIC_INFO
-from bnexp.report.verdicts import Comparison, comparisons_from_config
+from bnexp.report.verdicts import Comparison, comparisons_from_config, text
 
 DEFAULT_METRIC = "final_test_accuracy"
 
@@ -25,6 +25,7 @@ class Question:
     target: Optional[float] = None
     comparisons: list[Comparison] = field(default_factory=list)
     declared: bool = False  # comparisons came from the study or a flag, not a default
+    skipped: list[str] = field(default_factory=list)  # declared ones these runs cannot test
 
 
 def _recorded(runs: pd.DataFrame, key: str) -> Optional[object]:
@@ -65,8 +66,27 @@ def resolve(runs: pd.DataFrame, factors: list[str], metric: Optional[str] = None
     if question.metric not in METRIC_INFO and question.metric not in runs:
         raise ValueError(f"metric {question.metric} is not recorded by these runs; known: "
                          f"{', '.join(METRIC_INFO)}")
+    usable = []
     for comparison in question.comparisons:
-        if comparison.factor not in factors:
-            raise ValueError(f"comparison factor {comparison.factor} does not vary among these "
-                             f"runs; factors: {', '.join(factors) or 'none'}")
+        problem = _untestable(comparison, runs, factors)
+        if problem is None:
+            usable.append(comparison)
+        elif baselines:  # asked for on the command line: an error
+            raise ValueError(problem)
+        else:  # declared by the study, but this folder cannot test it (a narrowed sweep)
+            warnings.warn(f"{problem}; left out of the verdict", stacklevel=3)
+            question.skipped.append(problem)
+    question.comparisons = usable
     return question
+
+
+def _untestable(comparison: Comparison, runs: pd.DataFrame, factors: list[str]) -> Optional[str]:
+    """Why these runs cannot test `comparison`, or None."""
+    name = f"comparison {comparison.factor}={comparison.reference}"
+    if comparison.factor not in factors:
+        return (f"{name}: {comparison.factor} does not vary among these runs (factors: "
+                f"{', '.join(factors) or 'none'})")
+    values = set(runs[comparison.factor].map(text))
+    if comparison.reference not in values:
+        return f"{name}: no run has that value (values: {', '.join(sorted(values))})"
+    return None

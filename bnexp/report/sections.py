@@ -103,6 +103,15 @@ def _question(question: Question) -> list[page.Block]:
 
 
 def _verdict(verdicts: pd.DataFrame, question: Question) -> list[page.Block]:
+    skipped = [page.Paragraph(f"Not tested here: {problem}.") for problem in question.skipped]
+    if verdicts.empty:
+        return skipped + [page.Paragraph(
+            "No comparison could be made: pass `--baseline KEY=VALUE` to bnexp-report, or "
+            "list `question.comparisons` in the study.")]
+    return skipped + _verdict_tables(verdicts, question)
+
+
+def _verdict_tables(verdicts: pd.DataFrame, question: Question) -> list[page.Block]:
     if verdicts.empty:
         return [page.Paragraph("No comparison is declared: pass `--baseline KEY=VALUE` to "
                                "bnexp-report, or list `question.comparisons` in the study.")]

@@ -17,6 +17,7 @@ metric's whole range, as with 2 seeds and t = 12.7).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -62,13 +63,13 @@ def paired_interval(differences: pd.Series) -> Paired:
     return Paired(*t_interval(differences))
 
 
-def _text(value: object) -> str:
-    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
-    return f"{number:g}" if isinstance(value, float) and not pd.isna(number) else str(value)
+def text(value: object) -> str:
+    """A factor value as the text comparisons match on (0.1 -> '0.1', 64.0 -> '64')."""
+    return f"{value:g}" if isinstance(value, float) and not math.isnan(value) else str(value)
 
 
 def _matches(runs: pd.DataFrame, key: str, value: str, wildcard: bool) -> pd.Series:
-    column = runs[key].map(_text)
+    column = runs[key].map(text)
     return (column == value) | (column == NOT_APPLICABLE) if wildcard else column == value
 
 
@@ -97,7 +98,7 @@ def compare(runs: pd.DataFrame, factors: list[str], comparison: Comparison,
     reference = runs[_matches(runs, comparison.factor, comparison.reference, False)]
     if reference.empty:
         raise ValueError(f"no run has {comparison.factor}={comparison.reference} (values: "
-                         f"{', '.join(sorted(runs[comparison.factor].map(_text).unique()))})")
+                         f"{', '.join(sorted(runs[comparison.factor].map(text).unique()))})")
     contrast_values = [v for v in _sorted_values(runs[comparison.factor])
                        if v not in (comparison.reference, NOT_APPLICABLE)]
     rows = []
@@ -108,7 +109,7 @@ def compare(runs: pd.DataFrame, factors: list[str], comparison: Comparison,
             where = dict(zip(others, key if isinstance(key, tuple) else (key,)))
             matched = reference
             for other, other_value in where.items():
-                matched = matched[_matches(matched, other, _text(other_value), True)]
+                matched = matched[_matches(matched, other, text(other_value), True)]
             if matched.empty:
                 continue
             rows.append(_row(comparison, value, where, matched, cell, metric, info))
@@ -131,7 +132,7 @@ def _row(comparison: Comparison, value: str, where: dict, reference: pd.DataFram
         notes.append(f"seed {seed}: " + (", ".join(reasons) or "no partner"))
     row = {"comparison": f"{short}={value} − {short}={comparison.reference}",
            "factor": comparison.factor, "reference": comparison.reference, "contrast": value,
-           "within": label({k: _text(v) for k, v in where.items()}) if where else "all runs",
+           "within": label({k: text(v) for k, v in where.items()}) if where else "all runs",
            **{k: v for k, v in where.items()}, "metric": metric,
            "n": stats.n, "mean": stats.mean, "std": stats.std, "ci_low": stats.low,
            "ci_high": stats.high, "seeds": " ".join(map(str, differences.index)),
@@ -170,7 +171,7 @@ def verdict(stats: Paired, info: Metric) -> str:
 
 
 def _sorted_values(column: pd.Series) -> list[str]:
-    values = list(dict.fromkeys(column.map(_text)))
+    values = list(dict.fromkeys(column.map(text)))
     return sorted(values, key=sort_key)
 
 
@@ -184,7 +185,7 @@ def comparisons_from_config(values: object) -> list[Comparison]:
     """The question.comparisons of a run's config (a list of {factor, reference})."""
     if isinstance(values, str):
         values = json.loads(values)
-    return [Comparison(str(item["factor"]), _text(item["reference"])) for item in values or []]
+    return [Comparison(str(item["factor"]), text(item["reference"])) for item in values or []]
 
 
 def signed(value: Optional[float], info: Metric) -> str:
