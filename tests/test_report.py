@@ -308,7 +308,8 @@ def test_heatmap_and_seed_curves_from_a_batch_by_lr_grid(tmp_path):
     assert cells[(1, 0)].startswith(f"{0.5 + 0.008 + 0.1 + 0.01:.3f}")  # seed 1 only
     assert "1× div" in cells[(1, 0)] and "div" not in cells[(1, 1)]
     axes = report.figures["learning_curves"].axes
-    accuracy_panels = axes[: len(axes) // 2]  # top row: test accuracy, one panel per cell
+    accuracy_panels = [axis for axis in axes if axis.get_ylabel().startswith("test accuracy")]
+    assert len(accuracy_panels) == 4  # one per cell
     seed_lines = [line for axis in accuracy_panels for line in axis.lines
                   if line.get_linewidth() == 0.6]
     assert len(seed_lines) == 7  # every completed seed drawn (--seeds), 8 runs less 1 diverged
