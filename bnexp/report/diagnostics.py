@@ -151,7 +151,7 @@ def effective_step(data: Collection, roles: layout.Roles, palette: layout.Palett
     panels = layout.panels_of(keyed, roles.panels)[:MAX_PANELS]
     figure, stacks = layout.grid(len(panels))
     for (axis,), (where, rows) in zip(stacks, panels):
-        for name, group in rows.groupby(rows.apply(layout.hue_label, axis=1, hue=roles.hue),
+        for name, group in rows.groupby(layout.hue_labels(rows, roles.hue),
                                         sort=False):
             series = group.groupby("step")["effective_step"].mean()
             axis.plot(series.index, series.values, color=palette.colour(name),
@@ -179,7 +179,7 @@ def gamma_distribution(data: Collection, roles: layout.Roles, palette: layout.Pa
     bins = np.linspace(0, top, 40)
     for (axis,), (where, rows) in zip(stacks, panels):
         notes = []
-        for name, group in rows.groupby(rows.apply(layout.hue_label, axis=1, hue=roles.hue),
+        for name, group in rows.groupby(layout.hue_labels(rows, roles.hue),
                                         sort=False):
             values = group["gamma"].abs().clip(upper=top)
             notes.append(f"{(values < GAMMA_OFF).mean():.1%} off: {name}")
@@ -208,7 +208,7 @@ def std_by_layer(data: Collection, roles: layout.Roles, palette: layout.Palette)
     panels = layout.panels_of(keyed, roles.panels)[:MAX_PANELS]
     figure, stacks = layout.grid(len(panels))
     for (axis,), (where, table) in zip(stacks, panels):
-        hues = table.apply(layout.hue_label, axis=1, hue=roles.hue)
+        hues = layout.hue_labels(table, roles.hue)
         for name, group in table.groupby(hues, sort=False):
             for when, style in (("min", ":"), ("max", "-")):
                 steps = group.groupby("run")["step"].transform(when)

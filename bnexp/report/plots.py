@@ -21,7 +21,7 @@ from matplotlib.ticker import (EngFormatter, FuncFormatter, LogLocator, MaxNLoca
                                NullFormatter)
 
 from bnexp.report.layout import (DIVERGED, FAILED_TO_TRAIN, Palette, Roles, chance_line,
-                                 clip_to, grid, hue_label, legend, panels_of)
+                                 clip_to, grid, hue_labels, legend, panels_of)
 from bnexp.report.metrics import axis_label, metric_info
 from bnexp.report.stats import label, sort_key, t_quantile
 from bnexp.schema import Status
@@ -70,7 +70,7 @@ def vs_factor(summary: pd.DataFrame, x: str, metric: str, roles: Roles, palette:
     axes = [stack[0] for stack in stacks]
     diverged_seen = failed_seen = False
     for axis, (where, table) in zip(axes, panels):
-        for name, group in table.groupby(table.apply(hue_label, axis=1, hue=roles.hue), sort=False):
+        for name, group in table.groupby(hue_labels(table, roles.hue), sort=False):
             group = group.assign(_x=pd.to_numeric(group[x])).sort_values("_x")
             shown = group[group[f"{metric}_n"] > 0]
             axis.errorbar(shown["_x"], shown[f"{metric}_mean"],
@@ -134,7 +134,7 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette,
         for g_index, group_value in enumerate(groups):
             cells = table[table[roles.x].astype(str) == group_value] if roles.x else table
             for b_index, name in enumerate(names):
-                cell = cells[cells.apply(hue_label, axis=1, hue=roles.hue) == name]
+                cell = cells[hue_labels(cells, roles.hue) == name]
                 if cell.empty:
                     continue
                 cell = cell.iloc[0]
@@ -259,7 +259,7 @@ def learning_curves(curves: pd.DataFrame, runs: pd.DataFrame, roles: Roles, pale
     for stack, (where, table) in zip(stacks, panels):
         for axis, (split, metric, _) in zip(stack, CURVES):
             rows = table[table["split"] == split]
-            for name, group in rows.groupby(rows.apply(hue_label, axis=1, hue=roles.hue),
+            for name, group in rows.groupby(hue_labels(rows, roles.hue),
                                             sort=False):
                 drawn = _draw_variant_curve(axis, group, name, metric, x, palette, seeds)
                 diverged_seen |= drawn[0]
