@@ -72,7 +72,7 @@ class Palette:
             for name in ordered:
                 families.setdefault(str(variants[name][where]), []).append(name)
             for kind, names in families.items():
-                cmap = plt.get_cmap(NORM_FAMILIES.get(kind, "Greys" if kind == "none" else "copper"))
+                cmap = plt.get_cmap(NORM_FAMILIES.get(kind, "copper"))  # a new normalizer: brown
                 for i, name in enumerate(names):
                     self.styles[name] = (cmap(SHADES[i % len(SHADES)]),
                                          LINESTYLES[i % len(LINESTYLES)], HATCHES[i % len(HATCHES)])
