@@ -13,7 +13,7 @@ from bnexp.report import diagnostics, layout, plots, question as questions, sect
 from bnexp.report.collect import Collection, collect
 from bnexp.report.metrics import axis_label
 from bnexp.report.outcomes import chance_accuracy, to_target
-from bnexp.report.stats import METRICS, detect_factors, held_fixed, markdown_table, summarize
+from bnexp.report.stats import METRICS, detect_factors, held_fixed, summarize
 from bnexp.report.verdicts import compare
 from bnexp.schema import Status
 
@@ -106,8 +106,7 @@ def _write_tables(data: Collection, summary: pd.DataFrame, verdicts: pd.DataFram
         table.merge(factor_columns, on="run").to_csv(out / f"{name}.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     verdicts.to_csv(out / "comparisons.csv", index=False)
-    (out / "summary.md").write_text(markdown_table(summary, factors, metric) + "\n\n"
-                                    + sections.comparisons_markdown(verdicts) + "\n")
+    (out / "summary.md").write_text(sections.summary_markdown(summary, verdicts, factors, metric))
 
 
 Figures = dict[str, tuple[plt.Figure, str, str, str]]  # name -> (figure, title, caption, alt)

@@ -72,6 +72,14 @@ def _variants(table: pd.DataFrame, roles: layout.Roles) -> list[tuple[str, dict,
     return named
 
 
+def _finish(figure: plt.Figure, stacks: list[list], ylabel: str) -> plt.Figure:
+    """Every panel's y label, and one legend gathered from all of them."""
+    for (axis,) in stacks:
+        axis.set_ylabel(ylabel, fontsize=8)
+    layout.legend(figure, [stack[0] for stack in stacks])
+    return figure
+
+
 def percentile_bands(data: Collection, roles: layout.Roles, palette: layout.Palette) -> plt.Figure:
     """The input of the last hidden activation layer over training, one panel per variant:
     the 15th-85th percentile band and the median averaged over the sampled units and the seeds,
@@ -103,10 +111,7 @@ def percentile_bands(data: Collection, roles: layout.Roles, palette: layout.Pale
                        fontsize=8)
         axis.set_xlabel("SGD steps")
         axis.grid(alpha=0.3)
-    for (axis,) in stacks:
-        axis.set_ylabel("pre-activation value", fontsize=8)
-    layout.legend(figure, [s[0] for s in stacks])
-    return figure
+    return _finish(figure, stacks, "pre-activation value")
 
 
 def saturation(data: Collection, roles: layout.Roles, palette: layout.Palette) -> plt.Figure:
@@ -135,10 +140,7 @@ def saturation(data: Collection, roles: layout.Roles, palette: layout.Palette) -
         axis.set_ylim(0, 1)
         axis.set_xlabel("SGD steps")
         axis.grid(alpha=0.3)
-    for (axis,) in stacks:
-        axis.set_ylabel("fraction of inputs saturated", fontsize=8)
-    layout.legend(figure, [s[0] for s in stacks])
-    return figure
+    return _finish(figure, stacks, "fraction of inputs saturated")
 
 
 def effective_step(data: Collection, roles: layout.Roles, palette: layout.Palette) -> plt.Figure:
@@ -160,10 +162,7 @@ def effective_step(data: Collection, roles: layout.Roles, palette: layout.Palett
         axis.set_title(label(where) if where else "", fontsize=9)
         axis.set_xlabel("SGD steps")
         axis.grid(alpha=0.3)
-    for (axis,) in stacks:
-        axis.set_ylabel("effective step (update / weight norm)", fontsize=8)
-    layout.legend(figure, [s[0] for s in stacks])
-    return figure
+    return _finish(figure, stacks, "effective step (update / weight norm)")
 
 
 def gamma_distribution(data: Collection, roles: layout.Roles, palette: layout.Palette
@@ -191,10 +190,7 @@ def gamma_distribution(data: Collection, roles: layout.Roles, palette: layout.Pa
         axis.set_title(label(where) if where else "", fontsize=9)
         axis.set_xlabel("|gamma| at the end of training")
         axis.grid(alpha=0.3)
-    for (axis,) in stacks:
-        axis.set_ylabel("density (channels)", fontsize=8)
-    layout.legend(figure, [s[0] for s in stacks])
-    return figure
+    return _finish(figure, stacks, "density (channels)")
 
 
 def std_by_layer(data: Collection, roles: layout.Roles, palette: layout.Palette) -> plt.Figure:
@@ -221,7 +217,4 @@ def std_by_layer(data: Collection, roles: layout.Roles, palette: layout.Palette)
         axis.set_xlabel("activation layer (input side = 0)")
         axis.set_title(label(where) if where else "", fontsize=9)
         axis.grid(alpha=0.3)
-    for (axis,) in stacks:
-        axis.set_ylabel("std of the activation input", fontsize=8)
-    layout.legend(figure, [s[0] for s in stacks])
-    return figure
+    return _finish(figure, stacks, "std of the activation input")

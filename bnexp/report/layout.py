@@ -40,13 +40,9 @@ class Roles:
     x: Optional[str]
 
 
-def hue_label(row: pd.Series, hue: list[str]) -> str:
-    return label({key: row[key] for key in hue})
-
-
 def hue_labels(table: pd.DataFrame, hue: list[str]) -> pd.Series:
-    """`hue_label` of every row, computed by column (a row-wise apply is most of a large
-    report's figure time)."""
+    """Each row's variant name, `stats.label` of its hue values (`kind=batch, placement=after`),
+    computed by column: a row-wise apply was most of a large report's figure time."""
     if not hue:
         return pd.Series(label({}), index=table.index)
     parts = [key.rsplit(".", 1)[-1] + "=" + table[key].astype(str) for key in hue]
@@ -61,9 +57,8 @@ class Palette:
     the variant's values alone, so `kind=none` is the same grey in every study."""
 
     def __init__(self, table: pd.DataFrame, hue: list[str]):
-        variants = {}
-        for _, row in table.iterrows():
-            variants[hue_label(row, hue)] = tuple(row[key] for key in hue)
+        variants = dict(zip(hue_labels(table, hue),
+                            zip(*[table[key] for key in hue]) if hue else [()] * len(table)))
         ordered = sorted(variants, key=lambda name: [sort_key(v) for v in variants[name]])
         self.styles: dict[str, tuple] = {}
         if "norm.kind" in hue:

@@ -157,16 +157,17 @@ def _comparison_cells(verdicts: pd.DataFrame) -> tuple[list[str], list[list[str]
     return COMPARISON_HEADER, rows
 
 
-def comparisons_markdown(verdicts: pd.DataFrame) -> str:
+def summary_markdown(summary: pd.DataFrame, verdicts: pd.DataFrame, factors: list[str],
+                     metric: str) -> str:
+    """summary.md: the per-variant summary, then the paired comparisons, as the page has them."""
+    blocks: list[page.Block] = [page.Table(*summary_cells(summary, factors, metric)),
+                                page.Heading("Paired comparisons")]
     if verdicts.empty:
-        return "No comparison declared."
-    parts = ["## Paired comparisons"]
+        return page.markdown(blocks + [page.Paragraph("No comparison declared.")])
     for name, group in verdicts.groupby("comparison", sort=False):
-        header, rows = _comparison_cells(group)
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-        parts += [f"### {name}", headline(group), "\n".join(lines)]
-    return "\n\n".join(parts)
+        blocks += [page.Heading(name, 3), page.Paragraph(headline(group)),
+                   page.Table(*_comparison_cells(group))]
+    return page.markdown(blocks)
 
 
 def _fixed_text(fixed: dict) -> str:

@@ -126,14 +126,6 @@ def summary_cells(summary: pd.DataFrame, factors: list[str], metric: str
     return header, rows
 
 
-def markdown_table(summary: pd.DataFrame, factors: list[str], metric: str) -> str:
-    """`summary_cells` as a Markdown table (a '|' inside a cell escaped)."""
-    header, rows = summary_cells(summary, factors, metric)
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
-    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
-
-
 def _number(value: float) -> str:
     if value is None or math.isnan(value):
         return "–"
