@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from bnexp import sweep
 from bnexp.identity import study_dir
 from bnexp.jobs import LAUNCH_LOG_ENV
+from bnexp.progress import SweepProgress
 from bnexp.records import recorded_status
 from bnexp.session import check_device, load_splits
 from bnexp.validation import validate
@@ -76,7 +77,8 @@ class ValidateBeforeRun(Callback):
             study = study_dir(config, launch_dir)
             log.info("sweep of %d runs into %s (%d have a record already)", len(jobs), study,
                      finished)
-            return OpenSweep(sweep.open_launch_log(study), folders)
+            launch_log = sweep.open_launch_log(study)
+            return OpenSweep(launch_log, folders, SweepProgress(launch_log, len(jobs)).start())
 
         _open_sweep = None
         _open_sweep = _rejecting(check_sweep)
@@ -102,6 +104,7 @@ class ValidateBeforeRun(Callback):
 class OpenSweep:
     launch_log: Path  # where this launch's jobs report their outcomes
     folders: list[Path]  # every job's run folder
+    progress: SweepProgress  # the sweep's line on a terminal
 
 
 _open_sweep: Optional[OpenSweep] = None  # the sweep of this process, between start and end
@@ -114,6 +117,7 @@ def close_sweep() -> bool:
     if _open_sweep is None:
         return False
     opened, _open_sweep = _open_sweep, None
+    opened.progress.close()
     os.environ.pop(LAUNCH_LOG_ENV, None)
     table, failed = sweep.closing_table(opened.launch_log, opened.folders)
     print(table, flush=True)

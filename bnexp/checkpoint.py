@@ -54,9 +54,12 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(python_state), gauss_next))
 
 
-def save(folder: Path, fit_state: dict, tables: dict[str, list[dict]], config_hash: str) -> None:
-    """`tables`: the rows of every CSV table of the run so far, by table name."""
-    state = {"fit": fit_state, "rng": rng_state(), "tables": tables, "config_hash": config_hash}
+def save(folder: Path, fit_state: dict, tables: dict[str, list[dict]], config_hash: str,
+         rng: Optional[dict[str, Any]] = None) -> None:
+    """`tables`: the rows of every CSV table of the run so far, by table name; `rng`: the
+    run's RNG states when they are not the process's (a member of a pack)."""
+    state = {"fit": fit_state, "rng": rng if rng is not None else rng_state(), "tables": tables,
+             "config_hash": config_hash}
     serialized = io.BytesIO()  # torch's zip writer turns a failed write (a full disk) into a
     torch.save(state, serialized)  # RuntimeError; a plain write raises the OSError it is
     records.write_saved(folder / CHECKPOINT, lambda stream: stream.write(serialized.getbuffer()))

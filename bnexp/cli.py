@@ -16,16 +16,18 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from bnexp import interrupts, jobs
+from bnexp import interrupts, jobs, pack_jobs, pack_processes
 from bnexp.callbacks import Rejected, ResultsNotWritable, SweepFailed, close_sweep
 from bnexp.compose import CONFIG_DIR, register_configs
 from bnexp.config import ConfigError
 from bnexp.help import register_help_resolver
+from bnexp.packing import read_pack_file
 from bnexp.datasets import DatasetContentError, DatasetNotFound
 from bnexp.formats import DatasetFileError
 from bnexp.schema import FAILING
@@ -47,21 +49,42 @@ register_configs()
 register_help_resolver()
 
 
+def register_sweeper() -> None:
+    """An editable install maps hydra_plugins.bnexp_packing from bnexp/hydra_plugin/, which
+    Hydra's scan of the hydra_plugins folders does not see: register the sweeper by hand,
+    after the scan (it re-imports Hydra's own plugin modules, BasicSweeper among them)."""
+    plugins = Plugins.instance()
+    from hydra_plugins.bnexp_packing import PackingSweeper
+
+    plugins.register(PackingSweeper)
+
+
+register_sweeper()
+
+
 def train(cfg: DictConfig) -> str:
-    """One job: run, resume or skip the run in its folder (see bnexp.jobs). Launchers that
-    ship jobs to other processes (joblib, SLURM) pickle it by reference to this module."""
+    """One job: run, resume or skip the run in its folder (see bnexp.jobs), or, for a job
+    the packing sweeper made of a pack, each of the pack's runs. Launchers that ship jobs to
+    other processes (joblib, SLURM) pickle it by reference to this module."""
     hydra_cfg = HydraConfig.get()
     folder = Path(hydra_cfg.runtime.output_dir)
     single = hydra_cfg.mode == RunMode.RUN
-    outcome = jobs.execute(cfg, folder, raise_errors=single,
-                           threads=jobs.threads_for(cfg, hydra_cfg.launcher))
-    accuracy = outcome.final_test_accuracy
-    print(f"{outcome.status}: {folder}"
-          + (f"  test accuracy {accuracy:.4f}" if accuracy is not None else "")
-          + (f"  ({outcome.detail})" if outcome.detail else ""), flush=True)
-    if single and outcome.status in FAILING:  # a sweep says so in its table and exit status
+    threads = jobs.threads_for(cfg, hydra_cfg.launcher)
+    if cfg.pack_members:
+        members = read_pack_file(cfg.pack_members)
+        parts = pack_processes.parts_for(members, hydra_cfg.launcher, cfg.pack)
+        outcomes = (pack_jobs.execute_pack(members, threads) if parts == 1
+                    else pack_processes.execute_in_processes(members, parts))
+    else:
+        outcomes = [jobs.execute(cfg, folder, raise_errors=single, threads=threads)]
+    for outcome in outcomes:
+        accuracy = outcome.final_test_accuracy
+        print(f"{outcome.status}: {outcome.folder}"
+              + (f"  test accuracy {accuracy:.4f}" if accuracy is not None else "")
+              + (f"  ({outcome.detail})" if outcome.detail else ""), flush=True)
+    if single and any(o.status in FAILING for o in outcomes):  # a sweep: its table, its exit
         sys.exit(EXIT_FAILED_RUNS)
-    return outcome.status
+    return ",".join(outcome.status for outcome in outcomes)
 
 
 hydra_entry = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR),

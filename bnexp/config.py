@@ -202,6 +202,8 @@ class Config:
     results_dir: str = "results"  # relative paths are taken from the launch directory
     rerun: Rerun = Rerun.missing  # what a repeated launch runs again
     report: bool = False  # after a sweep (-m), write <results_dir>/<study>/report/
+    pack: str = "auto"  # sweeps: auto | off | N (most runs trained as one model); bnexp.packing
+    pack_members: Optional[str] = None  # set by the packing sweeper: this job's pack file
     scale: Optional[str] = None  # a study's scale, set by experiment=<study>/<scale>; null: ad hoc
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None  # the chosen model's schema (bnexp.models.MODELS), from the model group

@@ -31,6 +31,7 @@ from bnexp.norm import unused_keys
 
 EXECUTION_KEYS = {
     "study", "results_dir", "rerun", "report",  # where records go, what a relaunch repeats
+    "pack", "pack_members",  # whether it trains packed with others: the numbers are its own
     "scale",  # a label: the budget it selects is in the semantic keys themselves
     "train.threads",  # execution only (joblib/SLURM choose it per job)
     "train.checkpoint_every",  # a resumed run equals an uninterrupted one

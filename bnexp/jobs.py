@@ -73,12 +73,12 @@ def execute(cfg: DictConfig, folder: Path, raise_errors: bool, threads: Optional
                 log.info("removed temporary files of an interrupted write: %s",
                          ", ".join(leftovers))
             try:
-                status = _prepare(cfg, folder)
+                status = prepare(cfg, folder)
             except records.SummaryUnreadable as error:
-                return _report(Outcome(Status.unreadable, str(folder),
+                return report(Outcome(Status.unreadable, str(folder),
                                        f"{error}: fix access and launch again"))
             if status is not None:
-                return _report(Outcome(Status.skipped, str(folder), f"already {status}"))
+                return report(Outcome(Status.skipped, str(folder), f"already {status}"))
             log.info("training starts in %s%s", folder,
                      " (resuming from its checkpoint)" if (folder / checkpoint.CHECKPOINT).exists()
                      else "")
@@ -89,20 +89,20 @@ def execute(cfg: DictConfig, folder: Path, raise_errors: bool, threads: Optional
                 if reason is not None:
                     log.warning("%s: %s; the next launch resumes it from its last checkpoint",
                                 folder, reason)
-                    _report(Outcome(Status.interrupted, str(folder), reason))
+                    report(Outcome(Status.interrupted, str(folder), reason))
                     raise escalated(error)
                 log.error("run failed: %s\n%s", folder, traceback.format_exc())
                 if raise_errors:
                     raise
-                return _report(Outcome(Status.failed, str(folder),
+                return report(Outcome(Status.failed, str(folder),
                                        f"{type(error).__name__}: {error}"))
     except RunBusy as busy:
-        return _report(Outcome(Status.busy, str(folder), str(busy)))
-    return _report(Outcome(summary["status"], str(folder),
+        return report(Outcome(Status.busy, str(folder), str(busy)))
+    return report(Outcome(summary["status"], str(folder),
                            final_test_accuracy=summary.get("final_test_accuracy")))
 
 
-def _prepare(cfg: DictConfig, folder: Path) -> Optional[str]:
+def prepare(cfg: DictConfig, folder: Path) -> Optional[str]:
     """Read the record and make way for a (re)run: the recorded status when the run is to
     be skipped, None when it is to run or resume (an earlier record archived as needed)."""
     try:
@@ -125,17 +125,26 @@ def _prepare(cfg: DictConfig, folder: Path) -> Optional[str]:
     return None
 
 
-def _report(outcome: Outcome) -> Outcome:
+def report(outcome: Outcome) -> Outcome:
     """Append the outcome to the sweep's launch log (one JSON line, one write)."""
+    _append_to_launch_log(asdict(outcome))
+    return outcome
+
+
+def report_event(event: str, **fields: Any) -> None:
+    """A line for the sweep's progress (a pack started or ended), not an outcome."""
+    _append_to_launch_log({"event": event, **fields})
+
+
+def _append_to_launch_log(entry: dict) -> None:
     path = os.environ.get(LAUNCH_LOG_ENV)
     if path:
-        line = (json.dumps(asdict(outcome)) + "\n").encode()
+        line = (json.dumps(entry) + "\n").encode()
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(descriptor, line)
         finally:
             os.close(descriptor)
-    return outcome
 
 
 def threads_for(cfg: DictConfig, launcher: Any) -> Optional[int]:

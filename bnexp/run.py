@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -25,6 +26,36 @@ from bnexp.validation import validate
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class OpenRun:
+    """One run between `begin_run` and `close_run`: its folder, what it resumes from and,
+    once built, its session and open tables. Single runs and packed members alike."""
+
+    cfg: DictConfig
+    folder: Path
+    guard: Callable[[], None]
+    started: datetime
+    identity: str
+    resume: Optional[dict]
+    base: dict[str, Any]
+    session: Optional[Session] = None
+    tables: dict[str, records.TableLog] = field(default_factory=dict)
+
+    def write_rows(self, name: str, rows: list[dict]) -> None:
+        self.guard()
+        self.tables[name].write(rows)
+
+    def save_checkpoint(self, fitter: Fitter, rng: Optional[dict] = None) -> None:
+        """At an epoch end, every `train.checkpoint_every` epochs and after the last step."""
+        every = self.cfg.train.checkpoint_every
+        if every and (fitter.epoch % every == 0
+                      or fitter.step_count == self.session.plan.total_steps):
+            self.guard()
+            checkpoint.save(self.folder, fitter.state_dict(),
+                            {name: table.rows for name, table in self.tables.items()},
+                            self.identity, rng)
+
+
 def run(cfg: DictConfig, folder: Path, guard: Callable[[], None] = lambda: None,
         threads: Optional[int] = None) -> dict[str, Any]:
     """Train one run into `folder`, resuming from its checkpoint when it has one; returns
@@ -36,6 +67,19 @@ def run(cfg: DictConfig, folder: Path, guard: Callable[[], None] = lambda: None,
     interruption (Ctrl-C, SIGTERM, a SLURM requeue, a full disk; see bnexp.interrupts)
     writes no terminal record: the checkpoint stays and the next launch resumes from it.
     """
+    opened = begin_run(cfg, folder, guard)
+    try:
+        build_run(opened, threads)
+        return finish_run(opened, _fit(opened))
+    except BaseException as error:
+        record_failure(opened, error)
+        raise escalated(error)
+    finally:
+        close_run(opened)
+
+
+def begin_run(cfg: DictConfig, folder: Path, guard: Callable[[], None]) -> OpenRun:
+    """Validate, refuse a finished folder, and read what the run resumes from."""
     validate(cfg)
     if (folder / SUMMARY).exists():
         raise FileExistsError(f"{folder} already holds a finished run record; choose another "
@@ -43,32 +87,48 @@ def run(cfg: DictConfig, folder: Path, guard: Callable[[], None] = lambda: None,
     folder.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
     hashes = accepted_hashes(cfg)
-    identity = hashes[0]
     resume = _resume_state(folder, hashes)
-    base = {"config": flatten(cfg), "config_hash": identity, "run_id": folder.name,
+    base = {"config": flatten(cfg), "config_hash": hashes[0], "run_id": folder.name,
             "started_at": started.isoformat(timespec="seconds"),
             "resumed_from_step": resume["fit"]["progress"]["step"] if resume else None}
-    tables: dict[str, records.TableLog] = {}
-    try:
-        session = build_session(cfg, threads)
-        tables = _open_tables(folder, session, resume)
-        result = _fit(cfg, folder, session, tables, resume, guard, identity)
-        affine = session.norms.affine_rows(session.model)
-        if affine:
-            guard()
-            tables["norm_affine"] = records.TableLog(folder, TABLES["norm_affine"], affine)
-        summary = {**base, **_summarize(session, result, tables["metrics"].rows, cfg)}
-        summary["wall_seconds"] = _since(started)
-        guard()
-        records.write_summary(folder, summary)
-    except BaseException as error:
-        if interruption(error) is None:
-            _record_failure(folder, base, error, started, guard)
-        raise escalated(error)
-    finally:
-        for table in tables.values():
-            table.close()
+    return OpenRun(cfg, folder, guard, started, hashes[0], resume, base)
+
+
+def build_run(opened: OpenRun, threads: Optional[int], data: Optional[dict] = None) -> None:
+    """Build the session (sharing `data` when given), open its tables, load its checkpoint."""
+    opened.session = build_session(opened.cfg, threads, data)
+    opened.tables = _open_tables(opened.folder, opened.session, opened.resume)
+    if opened.resume:
+        opened.session.fitter.load_state_dict(opened.resume["fit"])
+        checkpoint.restore_rng(opened.resume["rng"])
+
+
+def finish_run(opened: OpenRun, result: FitResult, extra: Optional[dict] = None
+               ) -> dict[str, Any]:
+    """The norm_affine table and summary.json of a fit that ended (completed or diverged)."""
+    session = opened.session
+    affine = session.norms.affine_rows(session.model)
+    if affine:
+        opened.guard()
+        opened.tables["norm_affine"] = records.TableLog(opened.folder, TABLES["norm_affine"],
+                                                        affine)
+    summary = {**opened.base, **_summarize(session, result, opened.tables["metrics"].rows,
+                                           opened.cfg), **(extra or {})}
+    summary["wall_seconds"] = _since(opened.started)
+    opened.guard()
+    records.write_summary(opened.folder, summary)
     return summary
+
+
+def record_failure(opened: OpenRun, error: BaseException) -> None:
+    """A failure (not an interruption) as status failed with the traceback."""
+    if interruption(error) is None:
+        _record_failure(opened.folder, opened.base, error, opened.started, opened.guard)
+
+
+def close_run(opened: OpenRun) -> None:
+    for table in opened.tables.values():
+        table.close()
 
 
 def _record_failure(folder: Path, base: dict, error: BaseException, started: datetime,
@@ -110,26 +170,11 @@ def _open_tables(folder: Path, session: Session, resume: Optional[dict]
             for name in names}
 
 
-def _fit(cfg: DictConfig, folder: Path, session: Session, tables: dict[str, records.TableLog],
-         resume: Optional[dict], guard: Callable[[], None], identity: str) -> FitResult:
-    fitter, plan = session.fitter, session.plan
-    if resume:
-        fitter.load_state_dict(resume["fit"])
-        checkpoint.restore_rng(resume["rng"])
-
-    def write_rows(name: str, rows: list[dict]) -> None:
-        guard()
-        tables[name].write(rows)
-
-    def save_checkpoint(state: Fitter) -> None:
-        every = cfg.train.checkpoint_every
-        if every and (state.epoch % every == 0 or state.step_count == plan.total_steps):
-            guard()
-            checkpoint.save(folder, state.state_dict(),
-                            {name: table.rows for name, table in tables.items()}, identity)
-
-    with _progress(plan.total_steps, fitter.step_count) as bar:
-        return fitter.fit(plan, session.evaluate, write_rows, _bar_update(bar), save_checkpoint)
+def _fit(opened: OpenRun) -> FitResult:
+    fitter, plan = opened.session.fitter, opened.session.plan
+    with progress_bar(plan.total_steps, fitter.step_count) as bar:
+        return fitter.fit(plan, opened.session.evaluate, opened.write_rows, bar_update(bar),
+                          opened.save_checkpoint)
 
 
 def _summarize(session: Session, result: FitResult, rows: list[dict], cfg: DictConfig
@@ -147,6 +192,7 @@ def _summarize(session: Session, result: FitResult, rows: list[dict], cfg: DictC
                "data_folder": data["folder"], "data_checksum": data["checksum"],
                "data_mean": data["normalize"].mean, "data_std": data["normalize"].std,
                "memory_format": str(session.batches.memory_format).removeprefix("torch."),
+               "packed_with": None,
                **session.norms.describe(), **records.provenance(session.device)}
     for mode in cfg.eval.modes:
         tests = [row for row in rows if row["split"] == split_name(mode.value)]
@@ -168,13 +214,13 @@ def _test_summary(tests: list[dict], mode: str) -> dict[str, Any]:
     return {summary_key(key, mode): value for key, value in values.items()}
 
 
-def _progress(total_steps: int, done: int) -> tqdm:
+def progress_bar(total_steps: int, done: int) -> tqdm:
     """A bar on a terminal; silent when stdout is a file or a pipe."""
     return tqdm(total=total_steps, initial=done, unit="step", disable=not sys.stdout.isatty(),
                 dynamic_ncols=True, leave=False)
 
 
-def _bar_update(bar: tqdm):
+def bar_update(bar: tqdm):
     def update(step: int, loss: float, accuracy: float) -> None:
         bar.update(step - bar.n)
         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.3f}", refresh=False)

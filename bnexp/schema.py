@@ -101,6 +101,7 @@ SUMMARY_KEYS: dict[str, str] = {
     "data_folder": "where the data was read", "data_checksum": "verified | unknown | not canonical",
     "data_mean": "pixel mean used to standardise", "data_std": "pixel std used to standardise",
     "memory_format": "contiguous_format | channels_last",
+    "packed_with": "run-ids of the runs trained with it as one pack, or null (alone)",
     "final_test_loss": "last test evaluation", "final_test_accuracy": "last test evaluation",
     "best_test_loss": "over evaluations", "best_test_accuracy": "over evaluations",
     "final_train_loss": "the whole training subset in eval mode, after training",

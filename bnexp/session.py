@@ -107,13 +107,16 @@ class Session:
     evaluate: Callable[[], dict[str, tuple[float, float]]]  # test split, every eval mode, at the current step
 
 
-def build_session(cfg: DictConfig, threads: Optional[int]) -> Session:
+def build_session(cfg: DictConfig, threads: Optional[int], data: Optional[dict] = None
+                  ) -> Session:
+    """The run's objects; `data` (what `place_data` returned for the same data config and
+    device) is reused instead of placed again, so a pack holds its dataset once."""
     device = check_device(cfg.train)
     threads = threads if threads is not None else cfg.train.threads
     if threads is not None:
         torch.set_num_threads(threads)
     seed_everything(cfg.seed)
-    data = place_data(cfg.data, cfg.train.batch_size, device)
+    data = data if data is not None else place_data(cfg.data, cfg.train.batch_size, device)
     model, norms = build_model(cfg.model, cfg.norm, tuple(data["train"].images.shape[1:]),
                                datasets.DATASETS[cfg.data.name].num_classes)
     channels_last = device.type == "cuda" and MODELS[cfg.model.name].feature_maps

@@ -62,23 +62,38 @@ def open_launch_log(study: Path) -> Path:
 
 
 def read_launch_log(path: Path) -> tuple[list[dict], int]:
-    """The outcomes reported so far, and how many lines could not be read (torn)."""
+    """The outcomes reported so far, and how many lines could not be read (torn); progress
+    events (`jobs.report_event`) are neither."""
+    outcomes, _, torn = _read_entries(path)
+    return outcomes, torn
+
+
+def read_progress(path: Path) -> tuple[int, int]:
+    """(runs reported, packs training now) from the launch log."""
+    outcomes, events, _ = _read_entries(path)
+    started = sum(event["event"] == "pack started" for event in events)
+    return len(outcomes), started - sum(event["event"] == "pack ended" for event in events)
+
+
+def _read_entries(path: Path) -> tuple[list[dict], list[dict], int]:
     try:
         lines = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
         lines = []
-    outcomes, torn = [], 0
+    outcomes, events, torn = [], [], 0
     for line in filter(str.strip, lines):
         try:
-            outcome = json.loads(line)
+            entry = json.loads(line)
         except ValueError:
             torn += 1
             continue
-        if isinstance(outcome, dict) and {"status", "folder"} <= set(outcome):
-            outcomes.append({"detail": "", **outcome})
+        if isinstance(entry, dict) and {"status", "folder"} <= set(entry):
+            outcomes.append({"detail": "", **entry})
+        elif isinstance(entry, dict) and "event" in entry:
+            events.append(entry)
         else:
             torn += 1
-    return outcomes, torn
+    return outcomes, events, torn
 
 
 def closing_table(launch_log: Path, folders: list[Path]) -> tuple[str, bool]:

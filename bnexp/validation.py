@@ -45,6 +45,8 @@ def validate(cfg: DictConfig) -> None:
          "an integer >= 0 (0: no checkpoints)"),
         (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.study) is not None, "study", cfg.study,
          "a folder name of letters, digits, '_', '-', '.'"),
+        (cfg.pack in ("auto", "off") or (cfg.pack.isdigit() and int(cfg.pack) >= 1), "pack",
+         cfg.pack, "auto, off or an integer >= 1 (the most runs in one pack)"),
         (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", cfg.train.threads,
          "null or an integer >= 1"),
         (cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a number > 0"),

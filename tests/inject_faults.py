@@ -4,10 +4,12 @@
 
 Faults (JSON objects, by "kind"):
 - {"kind": "signal", "name": "SIGINT", "step": 17}: the process sends itself the signal just
-  before the SGD step that would make `step` steps (every job of an in-process sweep);
+  before the SGD step that would make `step` steps (every job or pack of an in-process
+  sweep: pack=off or pack=N; pack=auto's worker processes are not injected);
   "SIGUSR2" first installs what submitit installs: a handler that requeues, then `sys.exit(-1)`;
 - {"kind": "fail", "seed": 1}: the run with that seed raises while building (its own failure);
-- {"kind": "nan", "step": 6}: after the update of step `step`, the first weight becomes NaN;
+- {"kind": "nan", "step": 6}: after the update of step `step`, the first weight becomes NaN
+  (in a pack: every member's);
 - {"kind": "torn_report", "status": "failed"}: that outcome's launch-log line is torn.
 Everything else is the real command line, unchanged.
 """
@@ -22,6 +24,7 @@ import torch
 
 import bnexp.engine
 import bnexp.jobs
+import bnexp.packed_fit
 import bnexp.run
 import bnexp.session
 from bnexp.cli import main
@@ -30,40 +33,49 @@ from bnexp.cli import main
 def signal_at(name: str, at: int) -> None:
     if name == "SIGUSR2":  # submitit's handler: scontrol requeue, then sys.exit(-1)
         signal.signal(signal.SIGUSR2, lambda *_: sys.exit(-1))
-    original = bnexp.engine.Fitter.step
+    for owner in (bnexp.engine.Fitter, bnexp.packed_fit.PackedFitter):
+        _before_step(owner, lambda fitter: fitter.step_count == at and os.kill(
+            os.getpid(), getattr(signal, name)))
 
-    def step(self, images, labels, probing=False):
-        if self.step_count == at:
-            os.kill(os.getpid(), getattr(signal, name))
-        return original(self, images, labels, probing)
-    bnexp.engine.Fitter.step = step
+
+def _before_step(owner: type, action) -> None:
+    original = owner.step
+
+    def step(self, *args, **kwargs):
+        action(self)
+        return original(self, *args, **kwargs)
+    owner.step = step
 
 
 def fail_seed(seed: int) -> None:
     original = bnexp.session.build_session
 
-    def build_session(cfg, threads):
+    def build_session(cfg, threads, data=None):
         if cfg.seed == seed:
             raise RuntimeError(f"injected failure for seed {seed}")
-        return original(cfg, threads)
+        return original(cfg, threads, data)
     bnexp.session.build_session = build_session
     bnexp.run.build_session = build_session
 
 
 def nan_after(at: int) -> None:
-    original = bnexp.engine.Fitter.step
+    for owner in (bnexp.engine.Fitter, bnexp.packed_fit.PackedFitter):
+        original = owner.step
 
-    def step(self, images, labels, probing=False):
-        result = original(self, images, labels, probing)
-        if self.step_count + 1 == at:  # step_count is raised by the caller after the step
-            with torch.no_grad():
-                next(self.model.parameters()).view(-1)[0] = float("nan")
-        return result
-    bnexp.engine.Fitter.step = step
+        def step(self, *args, original=original, **kwargs):
+            result = original(self, *args, **kwargs)
+            if self.step_count + 1 == at:  # raised by the caller after the step
+                first = next(self.model.parameters())
+                with torch.no_grad():  # in a pack (K, ...) weights: every member's first
+                    rows = first.view(len(self.members), -1) if hasattr(self, "members") \
+                        else first.view(1, -1)
+                    rows[:, 0] = float("nan")
+            return result
+        owner.step = step
 
 
 def torn_report(status: str) -> None:
-    original = bnexp.jobs._report
+    original = bnexp.jobs.report
 
     def report(outcome):
         if outcome.status != status:
@@ -71,7 +83,7 @@ def torn_report(status: str) -> None:
         with open(os.environ[bnexp.jobs.LAUNCH_LOG_ENV], "a") as log:
             log.write(json.dumps(outcome.__dict__)[:17])  # a write cut short by another node
         return outcome
-    bnexp.jobs._report = report
+    bnexp.jobs.report = report
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from helpers import BNEXP, run_bnexp, run_folders, run_injected, slurm_available
 from bnexp.dataset_files import write_idx, write_idx_dataset
 
 # 120 examples / 16 = 7 steps per epoch, 28 steps; checkpoints at steps 7, 14, 21, 28
-SMALL = ["data=mnist", "train.batch_size=16", "train.log_every=3", "train.epochs=4"]
+SMALL = ["data=mnist", "train.batch_size=16", "train.log_every=3", "train.epochs=4", "pack=off"]
 STEPS_PER_EPOCH = 7
 
 
@@ -89,6 +89,34 @@ def straight(tmp_path_factory, module_root: Path) -> dict[int, Path]:
 
 
 # --- interruptions ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_interrupted_pack_keeps_each_members_checkpoint_and_resumes_exactly(
+        tmp_path, module_root, name, code):
+    """A pack (pack=2: in this process, where the signal is injected) stopped at step 17:
+    each member is reported interrupted with its checkpoint of step 14 and no summary; the
+    relaunch resumes both, equal to the same pack trained straight through."""
+    args = ["-m", "seed=0,1", *small(module_root, "pack=2", "model.dropout=0.2")]
+    straight_out = tmp_path / "straight"
+    assert run_bnexp(*args, f"results_dir={straight_out}", cwd=tmp_path).returncode == 0
+    stopped = run_injected({"kind": "signal", "name": name, "step": 17}, *args, cwd=tmp_path)
+    assert stopped.returncode == code, stopped.stderr
+    assert count(stopped.stdout, "interrupted") == 2
+    folders = run_folders(tmp_path / "results")
+    assert len(folders) == 2
+    for folder in folders:
+        assert not (folder / "summary.json").exists() and not (folder / "error.txt").exists()
+        saved = torch.load(folder / "checkpoint.pt", weights_only=True)
+        assert saved["fit"]["progress"]["step"] == 14
+    resumed = run_bnexp(*args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    reference = {summary(f)["config"]["seed"]: f for f in run_folders(straight_out)}
+    for folder in folders:
+        record = summary(folder)
+        assert record["status"] == "completed" and record["resumed_from_step"] == 14
+        assert record["packed_with"] and len(record["packed_with"]) == 1
+        assert metrics(folder) == metrics(reference[record["config"]["seed"]])
+
 
 @pytest.mark.parametrize("name, code, line", [
     ("SIGINT", 130, "interrupted (Ctrl-C)"),

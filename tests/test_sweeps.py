@@ -126,9 +126,11 @@ def test_sweep_killed_mid_way_completes_on_rerun_without_repeating(tmp_path, idx
     print(f"kill-and-rerun wall time: {time.perf_counter() - started:.1f} s")
 
 
-def test_one_failing_run_does_not_stop_the_sweep(tmp_path, idx_root):
-    # seed 1 raises while it builds: a failure of the run's own, at run time
-    args = ["-m", "seed=0,1,2", *data_args(idx_root), *SMALL, "train.epochs=1"]
+@pytest.mark.parametrize("pack", ["off", "3"])
+def test_one_failing_run_does_not_stop_the_sweep(tmp_path, idx_root, pack):
+    # seed 1 raises while it builds: a failure of the run's own, at run time; packed, the
+    # other two members train (pack=3 keeps the pack in this process, where it is injected)
+    args = ["-m", "seed=0,1,2", *data_args(idx_root), *SMALL, "train.epochs=1", f"pack={pack}"]
     result = run_injected({"kind": "fail", "seed": 1}, *args, cwd=tmp_path)
     assert result.returncode == 1
     assert table_count(result.stdout, "completed") == 2

@@ -90,13 +90,12 @@ class ResNet(nn.Module):
                 blocks.append(BasicBlock(norms, channels, out_channels, stride, activation))
                 channels = out_channels
         self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())  # modules: packs fold them
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(x))
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.classifier(self.dropout(x))
+        return self.classifier(self.dropout(self.pool(self.blocks(self.stem(x)))))
 
 
 def build_resnet(cfg: ResNetConfig, norms: BlockFactory, input_shape: tuple[int, ...],
