@@ -220,6 +220,7 @@ def test_slurm_sweep_completes_like_a_local_one(tmp_path, idx_root):
     assert sorted(on_slurm) == sorted(on_local) and len(on_slurm) == 3
     for name in on_slurm:
         assert on_slurm[name]["status"] == "completed"
+        assert len(on_slurm[name]["packed_with"]) == 2  # pack=auto: one array task, 3 runs
         assert set(on_slurm[name]) == set(on_local[name])
         files = {p.name for p in (tmp_path / "slurm" / "adhoc" / name).iterdir()}
         assert files == {p.name for p in (tmp_path / "local" / "adhoc" / name).iterdir()}
