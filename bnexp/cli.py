@@ -22,7 +22,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from bnexp import interrupts, jobs, pack_jobs, pack_processes
+from bnexp import interrupts, jobs, pack_jobs
 from bnexp.callbacks import Rejected, ResultsNotWritable, SweepFailed, close_sweep
 from bnexp.compose import CONFIG_DIR, register_configs
 from bnexp.config import ConfigError
@@ -71,10 +71,7 @@ def train(cfg: DictConfig) -> str:
     single = hydra_cfg.mode == RunMode.RUN
     threads = jobs.threads_for(cfg, hydra_cfg.launcher)
     if cfg.pack_members:
-        members = read_pack_file(cfg.pack_members)
-        parts = pack_processes.parts_for(members, hydra_cfg.launcher, cfg.pack)
-        outcomes = (pack_jobs.execute_pack(members, threads) if parts == 1
-                    else pack_processes.execute_in_processes(members, parts))
+        outcomes = pack_jobs.execute_pack(read_pack_file(cfg.pack_members), threads)
     else:
         outcomes = [jobs.execute(cfg, folder, raise_errors=single, threads=threads)]
     for outcome in outcomes:

@@ -124,7 +124,10 @@ class PackedFitter:
             self.eval_seconds = 0.0
             self._epoch(started, tick, on_log)
             self.train_seconds += time.perf_counter() - tick - self.eval_seconds
-            for member in self._not_finite():
+            diverged = self._not_finite()
+            if diverged:
+                self._store()
+            for member in diverged:
                 self._finish(member, Status.diverged)
             if not self.active:
                 return
@@ -137,6 +140,7 @@ class PackedFitter:
             for k in self.active:
                 self.members[k].fitter.clock_offset = self.clock_offset
                 self.members[k].on_epoch_end(self.members[k].fitter)
+        self._store()
         for member in list(self.active):
             self._finish(member, Status.completed)
 
@@ -187,6 +191,7 @@ class PackedFitter:
         on_log(self.step_count, *means[self.active[0]])
         if diverged:
             seconds = self.train_seconds + time.perf_counter() - tick - self.eval_seconds
+            self._store()
             for k in diverged:
                 self._finish(k, Status.diverged, seconds)
 
@@ -223,7 +228,8 @@ class PackedFitter:
             fitter.meter.load_state_dict(self.meter.member_state(k))
 
     def _finish(self, member: int, status: Status, seconds: Optional[float] = None) -> None:
-        self._store()
+        """Record a member's outcome (the caller has brought every member's own objects up
+        to the pack's state with `_store`)."""
         fitter = self.members[member].fitter
         batch = self.batches.batch_size
         initial = fitter._initial_loss()

@@ -71,6 +71,7 @@ def build_pack(model: str, batch: int, count: int, steps: int, extra: list[str])
         session = build_session(cfg, threads=1, data=data)
         data = session.data
         session.plan = StepPlan(steps, 50, 10**9)
+        session.evaluate = lambda: {}  # as the single side: the loop alone, no test set
         generator = torch.Generator(device=session.device).manual_seed(seed)
         members.append(Member(session, generator, lambda *_: None, lambda _: None,
                               lambda _: None))
@@ -148,7 +149,8 @@ def measure_sweeps(args: argparse.Namespace, results: Path) -> list[dict]:
         times: dict[str, list[float]] = {name: [] for name in SWEEPS}
         for repeat in range(args.sweep_repeats):
             for name, overrides in SWEEPS.items():
-                folder = results / f"{batch}-{name.replace(' ', '_')}-{repeat}"
+                label = name.replace(" ", "_").replace("=", "-")  # '=' would split the override
+                folder = results / f"{batch}-{label}-{repeat}"
                 started = time.perf_counter()
                 subprocess.run([str(BNEXP), "-m", *grid, f"train.batch_size={batch}",
                                 f"results_dir={folder}", *overrides], check=True,
@@ -175,7 +177,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per measurement")
     parser.add_argument("--sections", nargs="+", choices=["steps", "sweep"],
                         default=["steps", "sweep"])
-    parser.add_argument("--out", type=Path, default=Path("bench_packed.json"))
+    parser.add_argument("--out", type=Path, default=Path("bench_packed.json"),
+                        help="JSON results; an existing file keeps the sections not rerun")
     args = parser.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.sweep_repeats = args.sweep_repeats or 1
@@ -183,9 +186,9 @@ def main() -> None:
     card = torch.cuda.get_device_name() if device == "cuda" else platform.processor()
     print(f"torch {torch.__version__}, {device} ({card or platform.machine()}), "
           f"{os.cpu_count()} CPUs")
-    results: dict = {"machine": {"torch": torch.__version__, "cpus": os.cpu_count(),
-                                 "device": device, "card": card,
-                                 "platform": platform.platform()}}
+    results: dict = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results["machine"] = {"torch": torch.__version__, "cpus": os.cpu_count(), "device": device,
+                          "card": card, "platform": platform.platform()}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         extra = {"mlp": [], "resnet20": [f"data.root={_fake_cifar(scratch)}"]}
@@ -193,9 +196,10 @@ def main() -> None:
             print(f"{'model':<9} {'batch':>5} {'K':>4} {'single/s':>10} {'packed K/s':>12} "
                   f"{'ratio':>7} {'peak MB':>9}", flush=True)
             results["steps"] = measure_steps(args, extra)
+            args.out.write_text(json.dumps(results, indent=2))
         if "sweep" in args.sections:
             results["sweep"] = measure_sweeps(args, scratch / "sweeps")
-    args.out.write_text(json.dumps(results, indent=2))
+            args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
 
 

@@ -28,7 +28,6 @@ TIERS = [  # a module may import only from tiers before its own (report: also wi
     {"bnexp.pack_jobs", "bnexp.progress"},
     {"bnexp.callbacks", "bnexp.compose", "bnexp.report.cli", "bnexp.report.__main__",
      "bnexp.hydra_plugin"},
-    {"bnexp.pack_processes"},
     {"bnexp.cli"},
     {"bnexp.__main__"},
 ]
