@@ -52,3 +52,20 @@ def test_report_benchmark_writes_its_time(tmp_path):
     assert result.returncode == 0, result.stderr
     measured = json.loads(out.read_text())
     assert measured["runs"] == 20 and measured["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_quick_packed_benchmark_writes_both_sections(tmp_path):
+    out = tmp_path / "bench_packed.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_packed.py"), "--quick",
+                             "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(out.read_text())
+    assert {(row["model"], row["batch"], row["members"]) for row in measured["steps"]} == {
+        ("mlp", batch, count) for batch in (8, 64) for count in (1, 4)}
+    for row in measured["steps"]:  # one repeat: the ratio is that repeat's
+        assert row["speedup"] == row["packed_model_steps_per_s"] / row["single_steps_per_s"]
+        assert row["peak_memory_mb"] > 0
+    [sweep] = measured["sweep"]
+    assert sweep["batch"] == 8 and sweep["runs"] == 4
+    assert sweep["auto speedup over off"] == sweep["pack=off seconds"] / sweep["pack=auto seconds"]

@@ -146,10 +146,11 @@ def test_a_run_recorded_under_the_older_identity_is_skipped_not_retrained(tmp_pa
     assert first.returncode == 0, first.stderr
     [folder] = run_folders(tmp_path / "results")
     config = json.loads((folder / "summary.json").read_text())["config"]
-    # what the older bnexp recorded had no keys added since: the study's question, and the
-    # optional train.eval_every_steps (null)
+    # what the older bnexp recorded had no keys added since: the study's question, the
+    # optional train.eval_every_steps (null), and pack / pack_members
     config = {key: value for key, value in config.items()
-              if not key.startswith("question.") and key != "train.eval_every_steps"}
+              if not key.startswith("question.")
+              and key not in ("train.eval_every_steps", "pack", "pack_members")}
     old_name = f"{folder.name.rsplit('-', 1)[0]}-{_v1_hash(config)}"
     assert old_name != folder.name  # data.root, data.download, train.epochs now ignored
     legacy = folder.with_name(old_name)
