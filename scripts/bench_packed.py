@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from bnexp.compose import compose_config
-from bnexp.engine import FitResult, StepPlan
+from bnexp.engine import StepPlan
 from bnexp.packed_fit import Member, PackedFitter
 from bnexp.session import build_session
 
