@@ -74,9 +74,11 @@ class PackedMeter:
     def correct(self) -> torch.Tensor:
         return self.carried + self.hits[: self.steps].sum((0, 2))
 
-    def member_state(self, member: int) -> dict:
-        return {"loss": self.loss[member].clone(), "correct": self.correct()[member],
-                "steps": self.steps, "examples": self.examples}
+    def member_states(self) -> list[dict]:
+        """Each member's `IntervalMeter.state_dict()` (the hits summed once for all)."""
+        correct = self.correct()
+        return [{"loss": self.loss[k].clone(), "correct": correct[k], "steps": self.steps,
+                 "examples": self.examples} for k in range(self.count)]
 
     def read_and_reset(self) -> list[tuple[float, float]]:
         """Each member's mean step loss and accuracy of the interval (one host sync)."""
@@ -218,14 +220,15 @@ class PackedFitter:
         """Every member's own objects brought up to the pack's state."""
         self.model.store_members()
         self.optimizer.store(self.model)
-        for k, member in enumerate(self.members):
+        for member, initial, meter_state in zip(self.members, self.initial,
+                                                self.meter.member_states()):
             fitter = member.fitter
             fitter.step_count, fitter.epoch = self.step_count, self.epoch
             fitter.train_seconds = self.train_seconds
-            fitter.initial_loss = self.initial[k]
+            fitter.initial_loss = initial
             fitter.schedule.steps, fitter.schedule.current = self.step_count, None
             fitter.schedule._apply()
-            fitter.meter.load_state_dict(self.meter.member_state(k))
+            fitter.meter.load_state_dict(meter_state)
 
     def _finish(self, member: int, status: Status, seconds: Optional[float] = None) -> None:
         """Record a member's outcome (the caller has brought every member's own objects up

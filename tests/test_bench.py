@@ -11,12 +11,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_script(name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python scripts/<name> <args>`, checked to exit 0."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args],
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 @pytest.mark.slow
 def test_quick_benchmark_writes_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick",
-                             "--breakdown", "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    result = run_script("bench.py", "--quick", "--breakdown", "--out", str(out))
     assert "a/b" in result.stdout and "a/c" in result.stdout
     rows = json.loads(out.read_text())["results"]
     assert {(row["model"], row["batch"], row["variant"]) for row in rows} == {
@@ -33,9 +39,7 @@ def test_quick_benchmark_writes_table_and_json(tmp_path):
 @pytest.mark.slow
 def test_quick_epoch_benchmark_writes_table_and_json(tmp_path):
     out = tmp_path / "bench_epoch.json"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_epoch.py"), "--quick",
-                             "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    result = run_script("bench_epoch.py", "--quick", "--out", str(out))
     assert "minimal/bnexp" in result.stdout
     rows = json.loads(out.read_text())["results"]
     assert [row["batch"] for row in rows] == [8, 64]
@@ -46,10 +50,7 @@ def test_quick_epoch_benchmark_writes_table_and_json(tmp_path):
 @pytest.mark.slow
 def test_report_benchmark_writes_its_time(tmp_path):
     out = tmp_path / "bench_report.json"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_report.py"),
-                             "--runs", "20", "--out", str(out)], capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr
+    run_script("bench_report.py", "--runs", "20", "--out", str(out))
     measured = json.loads(out.read_text())
     assert measured["runs"] == 20 and measured["seconds"] > 0
 
@@ -57,9 +58,7 @@ def test_report_benchmark_writes_its_time(tmp_path):
 @pytest.mark.slow
 def test_quick_packed_benchmark_writes_both_sections(tmp_path):
     out = tmp_path / "bench_packed.json"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_packed.py"), "--quick",
-                             "--out", str(out)], capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr
+    run_script("bench_packed.py", "--quick", "--out", str(out), timeout=900)
     measured = json.loads(out.read_text())
     assert {(row["model"], row["batch"], row["members"]) for row in measured["steps"]} == {
         ("mlp", batch, count) for batch in (8, 64) for count in (1, 4)}
