@@ -24,12 +24,13 @@ import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from omegaconf import DictConfig
 
 from bnexp.config import Compile, OptimName
 from bnexp.identity import run_folder, semantic_config, study_dir, task_config
+from bnexp.sweep import compose_job
 
 PACKABLE_KEYS = (  # may differ within a pack: each member computes its own values
     "seed",
@@ -125,12 +126,11 @@ def read_pack_file(path: str) -> list[PackedJob]:
     return pickle.loads(Path(path).read_bytes())
 
 
-def pack_batch(sweep_config: DictConfig, loader: Any, batch: list[list[str]]
-               ) -> list[list[str]]:
+def pack_batch(sweep_config: DictConfig, batch: list[list[str]]) -> list[list[str]]:
     """A batch of the basic sweeper's jobs with each pack rewritten into one job: its first
     member's overrides plus `pack_members=<pack file>` (`sweep_config.pack` decides)."""
     launch_dir = sweep_config.hydra.runtime.cwd
-    composed = [loader.load_sweep_config(sweep_config, list(job)) for job in batch]
+    composed = [compose_job(sweep_config, list(job)) for job in batch]
     jobs = []
     for indices in group_packs(composed, str(sweep_config.pack)):
         if len(indices) == 1:

@@ -13,5 +13,4 @@ class PackingSweeper(BasicSweeper):
     def split_arguments(self, overrides: List[Any], max_batch_size: Optional[int]
                         ) -> List[List[List[str]]]:
         batches = BasicSweeper.split_arguments(overrides, max_batch_size)
-        loader = self.hydra_context.config_loader
-        return [pack_batch(self.config, loader, batch) for batch in batches]
+        return [pack_batch(self.config, batch) for batch in batches]
