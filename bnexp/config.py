@@ -78,6 +78,7 @@ class ScaleRule(Enum):
 class Trainable(Enum):
     all = "all"
     norm_only = "norm_only"  # only the norms' gamma/beta; the rest stays at init (Frankle et al. 2021)
+    random_matched = "random_matched"  # norm_only's control: as many random non-norm weights train
 
 
 class EvalMode(Enum):
@@ -153,7 +154,7 @@ class TrainConfig:
     threads: Optional[int] = None  # torch CPU threads; null = torch's default
     amp: bool = False  # bf16 autocast, CUDA only
     checkpoint_every: int = 1  # epochs between checkpoints a killed run resumes from; 0 = never
-    trainable: Trainable = Trainable.all  # norm_only: train gamma/beta alone
+    trainable: Trainable = Trainable.all  # norm_only: train gamma/beta alone; random_matched: its control
     compile: Compile = Compile.off  # torch.compile the training step's forward pass
 
 
@@ -180,6 +181,9 @@ class ComparisonConfig:
 
     factor: str  # the config key contrasted, e.g. norm.kind
     reference: str  # its reference value, e.g. none; compared as text
+    contrast: Optional[str] = None  # only this value against the reference; null: every other value
+    tune: Optional[str] = None  # a key each side picks its best value of, per cell (best LR vs best LR)
+    label: Optional[str] = None  # the comparison's role in the study, e.g. "A/A control"
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from bnexp.config import Affine, ConfigError, NormConfig, Placement
+from bnexp.config import Affine, ConfigError, NormConfig, Placement, Trainable
 from bnexp.normalizers import BatchRenorm, GhostBatchNorm, _RunningStatsNorm
 
 ActivationFactory = Callable[[], nn.Module]
@@ -150,7 +150,7 @@ def is_norm_layer(module: nn.Module) -> bool:
     return isinstance(module, NORM_LAYER_TYPES)
 
 
-def validate_norm(cfg: NormConfig, use: NormUse, norm_only: bool) -> None:
+def validate_norm(cfg: NormConfig, use: NormUse, trainable: Trainable) -> None:
     """Combinations a norm cannot run with, as ConfigError naming the keys and the fix:
     rules every normalizer shares, then its own `check` hook. `cfg.kind` is registered
     (bnexp.validation checks it with the other registry names)."""
@@ -161,9 +161,10 @@ def validate_norm(cfg: NormConfig, use: NormUse, norm_only: bool) -> None:
             "batch statistics of one example are undefined (its variance is 0); use a batch of "
             "2 or more, or a per-example norm (norm=layer, norm=group) or norm=none")
     spec.check(cfg, use)
-    if norm_only and ("affine" not in spec.reads or cfg.affine == Affine.none):
-        raise ConfigError("train.trainable=norm_only needs learnable gamma/beta: choose a "
-                          "norm.kind other than none and norm.affine other than none")
+    counted = trainable in (Trainable.norm_only, Trainable.random_matched)
+    if counted and ("affine" not in spec.reads or cfg.affine == Affine.none):
+        raise ConfigError(f"train.trainable={trainable.value} needs learnable gamma/beta: "
+                          "choose a norm.kind other than none and norm.affine other than none")
 
 
 def unused_keys(kind: str) -> set[str]:
@@ -242,6 +243,24 @@ class BlockFactory:
         keep = {id(p) for layer in self.created for p in layer.parameters()}
         for parameter in model.parameters():
             parameter.requires_grad_(id(parameter) in keep)
+
+    def train_random_matched(self, model: nn.Module, generator: torch.Generator
+                             ) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """norm_only's control (train.trainable=random_matched): freeze the norms' gamma/beta
+        at 1 and 0 and choose as many elements of the other parameters, uniformly at random
+        over all of them (`generator`), to train. Returns (parameter, boolean mask of its
+        trained elements) for every non-norm parameter."""
+        norm_parameters = [p for layer in self.created for p in layer.parameters()]
+        count = sum(p.numel() for p in norm_parameters)
+        for parameter in norm_parameters:
+            parameter.requires_grad_(False)
+        own = {id(p) for p in norm_parameters}
+        others = [p for p in model.parameters() if id(p) not in own]
+        chosen = torch.zeros(sum(p.numel() for p in others), dtype=torch.bool)
+        chosen[torch.randperm(len(chosen), generator=generator)[:count]] = True
+        masks = [mask.view(p.shape).to(p.device)
+                 for p, mask in zip(others, chosen.split([p.numel() for p in others]))]
+        return list(zip(others, masks))
 
     def affine_rows(self, model: nn.Module) -> list[dict]:
         """Every norm layer's learned scale (gamma) and shift (beta), one row per channel;

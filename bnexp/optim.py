@@ -75,6 +75,28 @@ def step_function(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     return FunctionalSGD(optimizer) if type(optimizer) is torch.optim.SGD else optimizer.step
 
 
+class FrozenElements:
+    """Parameters that train only in part: after every update the elements outside each mask
+    are written back to the values they had when this was made (the optimizer's momentum and
+    weight decay would move them otherwise), so they keep their initial values exactly."""
+
+    def __init__(self, masks: list[tuple[nn.Parameter, torch.Tensor]]):
+        self.masks = masks
+        self.values = [parameter.detach().clone() for parameter, _ in masks]
+
+    def after(self, update: Callable[[], None]) -> Callable[[], None]:
+        """`update` followed by the write-back."""
+        def step() -> None:
+            update()
+            with torch.no_grad():
+                for (parameter, mask), value in zip(self.masks, self.values):
+                    parameter.copy_(torch.where(mask, parameter, value))
+        return step
+
+    def trained_elements(self) -> int:
+        return sum(int(mask.sum()) for _, mask in self.masks)
+
+
 def effective_lr(cfg: OptimConfig, batch_size: int) -> float:
     """optim.lr scaled by optim.scale_rule for this batch size (base: optim.base_batch_size)."""
     ratio = batch_size / cfg.base_batch_size

@@ -28,7 +28,7 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from bnexp.config import Compile, OptimName
+from bnexp.config import Compile, OptimName, Trainable
 from bnexp.identity import run_folder, semantic_config, study_dir, task_config
 from bnexp.sweep import compose_job
 
@@ -56,6 +56,8 @@ def unpackable(cfg: DictConfig) -> Optional[str]:
         return "train.compile is on"
     if cfg.train.amp:
         return "train.amp is on"
+    if cfg.train.trainable == Trainable.random_matched:
+        return "train.trainable=random_matched (its masks are one model's)"
     return None
 
 

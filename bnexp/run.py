@@ -187,8 +187,7 @@ def _summarize(session: Session, result: FitResult, rows: list[dict], cfg: DictC
                "total_steps": session.plan.total_steps, "effective_lr": session.lr,
                "train_examples": len(data["train"]), "test_examples": len(data["test"]),
                "parameters": sum(p.numel() for p in session.model.parameters()),
-               "trainable_parameters": sum(p.numel() for p in session.model.parameters()
-                                           if p.requires_grad),
+               "trainable_parameters": session.trainable_parameters,
                "data_folder": data["folder"], "data_checksum": data["checksum"],
                "data_mean": data["normalize"].mean, "data_std": data["normalize"].std,
                "memory_format": str(session.batches.memory_format).removeprefix("torch."),

@@ -18,7 +18,7 @@ from bnexp.evaluation import evaluate_modes
 from bnexp.loader import PixelStandardizer, TrainBatches, balanced_subset, to_device
 from bnexp.models import MODELS, build_model
 from bnexp.norm import BlockFactory
-from bnexp.optim import build_optimizer, build_schedule, effective_lr
+from bnexp.optim import FrozenElements, build_optimizer, build_schedule, effective_lr
 from bnexp.probes import ActivationProbe, GradientProbe
 
 TRAIN_EVAL_EXAMPLES = 10_000  # training examples re-scored in eval mode for the final train accuracy
@@ -105,6 +105,7 @@ class Session:
     autocast: Callable
     lr: float  # the effective peak learning rate after optim.scale_rule
     evaluate: Callable[[], dict[str, tuple[float, float]]]  # test split, every eval mode, at the current step
+    trainable_parameters: int  # elements the optimizer may change (train.trainable)
 
 
 def build_session(cfg: DictConfig, threads: Optional[int], data: Optional[dict] = None
@@ -123,8 +124,13 @@ def build_session(cfg: DictConfig, threads: Optional[int], data: Optional[dict] 
     model.to(device)
     if channels_last:  # NHWC convolutions are the fast path on recent GPUs
         model.to(memory_format=torch.channels_last)
+    frozen = None
     if cfg.train.trainable == Trainable.norm_only:
         norms.train_norms_only(model)
+    elif cfg.train.trainable == Trainable.random_matched:  # its own generator: init and data
+        # order stay those of the same seed's other runs
+        frozen = FrozenElements(norms.train_random_matched(
+            model, torch.Generator().manual_seed(cfg.seed)))
     batches = TrainBatches(data["train"], data["normalize"], cfg.train.batch_size,
                            cfg.data.augment, cfg.seed, channels_last)
     total_steps = cfg.train.steps or cfg.train.epochs * batches.steps_per_epoch
@@ -136,10 +142,15 @@ def build_session(cfg: DictConfig, threads: Optional[int], data: Optional[dict] 
                     batches, autocast, probes)
     if cfg.train.compile != Compile.off:  # the model itself stays plain: state_dict, eval
         fitter.forward = torch.compile(model, mode=cfg.train.compile.value.replace("_", "-"))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if frozen is not None:
+        fitter.update = frozen.after(fitter.update)
+        trainable = frozen.trained_elements()
     plan = StepPlan(total_steps, cfg.train.log_every, cfg.train.eval_every,
                     cfg.probe.every if probes else 0, cfg.train.eval_every_steps or 0)
     evaluate = _test_evaluator(cfg, model, data, autocast, fitter)
-    return Session(device, data, model, norms, batches, fitter, plan, autocast, lr, evaluate)
+    return Session(device, data, model, norms, batches, fitter, plan, autocast, lr, evaluate,
+                   trainable)
 
 
 def _probes(cfg: DictConfig, model: nn.Module, norms: BlockFactory) -> list:

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from bnexp.config import Compile, Config, ConfigError, Device, EvalMode, OptimName, Trainable
+from bnexp.config import Compile, Config, ConfigError, Device, EvalMode, OptimName
 from bnexp.datasets import DATASETS
 from bnexp.models import MODELS, norm_use
 from bnexp.norm import NORMS, validate_norm
@@ -128,8 +128,7 @@ def _validate_combinations(cfg: DictConfig) -> None:
     if cfg.optim.nesterov and cfg.optim.momentum == 0:
         raise ConfigError("optim.nesterov=true is invalid with optim.momentum=0: "
                           "Nesterov needs momentum > 0")
-    validate_norm(cfg.norm, norm_use(cfg.model, cfg.train.batch_size),
-                  norm_only=cfg.train.trainable == Trainable.norm_only)
+    validate_norm(cfg.norm, norm_use(cfg.model, cfg.train.batch_size), cfg.train.trainable)
     if cfg.train.compile != Compile.off and (cfg.probe.activations or cfg.probe.gradients):
         raise ConfigError("train.compile and probes do not mix: every probed step attaches "
                           "hooks, which forces a recompilation; set train.compile=off")

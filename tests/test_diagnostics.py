@@ -15,7 +15,7 @@ from bnexp.evaluation import (evaluate_modes, precise_statistics, shuffled_batch
                               single_class_batches)
 from bnexp.loader import DeviceSplit, PixelStandardizer
 from bnexp.models import build_model
-from bnexp.optim import effective_lr
+from bnexp.optim import FrozenElements, effective_lr
 from bnexp.probes import ActivationProbe, GradientProbe
 from bnexp.compose import compose_config
 from bnexp.schema import PER_EVAL_MODE, SUMMARY_KEYS
@@ -196,6 +196,13 @@ def run_one(tmp_path, idx_root, *overrides: str) -> tuple:
 
 
 @pytest.mark.slow
+def test_random_matched_run_records_its_trained_elements(tmp_path, idx_root):
+    _, summary = run_one(tmp_path, idx_root, "train.trainable=random_matched", "train.steps=5")
+    assert summary["status"] == "completed"
+    assert summary["trainable_parameters"] == 3 * 2 * 100  # as many as gamma and beta
+
+
+@pytest.mark.slow
 def test_norm_only_trains_gamma_and_beta_alone(tmp_path, idx_root):
     folder, summary = run_one(tmp_path, idx_root, "train.trainable=norm_only", "train.epochs=2")
     assert summary["trainable_parameters"] == 3 * 2 * 100  # gamma and beta of three BN layers
@@ -209,6 +216,42 @@ def test_norm_only_trains_gamma_and_beta_alone(tmp_path, idx_root):
     running = {key for key in trained if "running" in key or "num_batches" in key}
     assert norm_parameters <= changed
     assert changed <= norm_parameters | running  # every other weight is bit-identical
+
+
+def test_random_matched_trains_as_many_random_weights_as_the_norms_have():
+    """Frankle's control: the norms stay at gamma 1, beta 0; exactly as many non-norm elements
+    as gamma/beta have train, spread over the layers; every other element keeps its initial
+    value through momentum and weight decay (which would move it if it were only masked)."""
+    cfg = compose_config("train.trainable=random_matched")
+    torch.manual_seed(0)
+    model, norms = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
+    initial = copy.deepcopy(model.state_dict())
+    masks = norms.train_random_matched(model, torch.Generator().manual_seed(0))
+    norm_elements = sum(p.numel() for layer in norms.created for p in layer.parameters())
+    assert norm_elements == 3 * 2 * 100
+    frozen = FrozenElements(masks)
+    assert frozen.trained_elements() == norm_elements
+    assert sum(bool(mask.any()) for _, mask in masks) >= 4  # spread, not one tensor's
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1,
+                                momentum=0.9, weight_decay=0.01)
+    update = frozen.after(optimizer.step)
+    images, labels = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    for _ in range(5):
+        optimizer.zero_grad()
+        F.cross_entropy(model(images), labels).backward()
+        update()
+    names = {id(p): name for name, p in model.named_parameters()}
+    moved = 0
+    for parameter, mask in masks:
+        start = initial[names[id(parameter)]]
+        assert torch.equal(parameter.detach()[~mask], start[~mask])
+        moved += int((parameter.detach()[mask] != start[mask]).sum())
+    assert moved > 0.9 * norm_elements
+    for layer in norms.created:
+        assert torch.equal(layer.weight, torch.ones_like(layer.weight))
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+    again = norms.train_random_matched(model, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(masks, again))  # the seed decides
 
 
 @pytest.mark.parametrize("rule, expected", [("none", 0.1), ("linear", 0.4), ("sqrt", 0.2)])

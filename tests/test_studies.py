@@ -87,7 +87,8 @@ def test_a_scale_may_switch_the_model_and_the_dataset():
     assert (full.model.name, full.model.depth, full.data.name) == ("resnet", 20, "cifar10")
     assert full.hydra.runtime.choices.data == "cifar10" and full.data.augment is True
     placement = compose_config("experiment=placement/full", hydra_node=True)
-    assert placement.hydra.runtime.choices.data == "mnist" == placement.data.name
+    assert placement.hydra.runtime.choices.data == "fashion_mnist" == placement.data.name
+    assert placement.data.train_subset is None and placement.data.download is False  # offline
 
 
 def test_a_shared_budget_is_written_once():

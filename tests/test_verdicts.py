@@ -82,6 +82,36 @@ def test_compare_pairs_by_seed_within_cells_and_names_what_it_left_out():
         compare(runs, ["norm.kind"], Comparison("norm.kind", "group"), "final_test_accuracy")
 
 
+def test_each_side_at_its_best_setting_pairs_best_against_best():
+    """Best vs best by hand: none is best at lr 0.1 (lr 1 has a higher mean but two of its four
+    seeds diverged), batch at lr 1; group is left out by `contrast`."""
+    rows = []
+    for s in range(4):
+        rows += [(f"n01-{s}", s, "none", 0.01, "completed", 0.70 + s / 100),
+                 (f"n1-{s}", s, "none", 0.1, "completed", 0.75 + s / 100),
+                 (f"n10-{s}", s, "none", 1.0, *(("completed", 0.90) if s < 2 else
+                                                ("diverged", math.nan))),
+                 (f"b01-{s}", s, "batch", 0.01, "completed", 0.72),
+                 (f"b1-{s}", s, "batch", 0.1, "completed", 0.80),
+                 (f"b10-{s}", s, "batch", 1.0, "completed", 0.85 + s / 200),
+                 (f"g1-{s}", s, "group", 0.1, "completed", 0.99)]
+    runs = pd.DataFrame(rows, columns=["run", "seed", "norm.kind", "optim.lr", "status",
+                                       "final_test_accuracy"])
+    tuned = Comparison("norm.kind", "none", contrast="batch", tune="optim.lr", label="fair")
+    table = compare(runs, ["norm.kind", "optim.lr"], tuned, "final_test_accuracy")
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["reference_best"], row["contrast_best"]) == ("0.1", "1")
+    differences = [0.10 - s / 200 for s in range(4)]
+    assert row["n"] == 4 and row["mean"] == pytest.approx(np.mean(differences))
+    assert row["comparison"] == "fair: kind=batch − kind=none (each at its best lr)"
+    assert "best optim.lr: 0.1 (reference), 1 (contrast)" in row["within"]
+    per_lr = compare(runs, ["norm.kind", "optim.lr"], Comparison("norm.kind", "none", "batch"),
+                     "final_test_accuracy")
+    assert list(per_lr["within"]) == ["lr=0.01", "lr=0.1", "lr=1"]
+    assert per_lr.iloc[2]["n"] == 2  # seeds 2 and 3 of none diverged at lr 1
+
+
 def test_a_run_at_chance_or_whose_loss_never_fell_failed_to_train():
     runs = pd.DataFrame({
         "run": ["good", "chance", "flat", "old", "diverged"],

@@ -87,6 +87,10 @@ def _untestable(comparison: Comparison, runs: pd.DataFrame, factors: list[str]) 
         return (f"{name}: {comparison.factor} does not vary among these runs (factors: "
                 f"{', '.join(factors) or 'none'})")
     values = set(runs[comparison.factor].map(text))
-    if comparison.reference not in values:
-        return f"{name}: no run has that value (values: {', '.join(sorted(values))})"
+    for value in filter(None, (comparison.reference, comparison.contrast)):
+        if value not in values:
+            return (f"{name}: no run has {comparison.factor}={value} (values: "
+                    f"{', '.join(sorted(values))})")
+    if comparison.tune and comparison.tune not in factors:
+        return f"{name}: the tuned key {comparison.tune} does not vary among these runs"
     return None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import pandas as pd
@@ -33,6 +33,18 @@ from bnexp.schema import Status
 class Comparison:
     factor: str  # the contrasted config key
     reference: str  # its reference value, as text
+    contrast: Optional[str] = None  # the one value contrasted; None: every other value
+    tune: Optional[str] = None  # a factor each side takes at its best value, per cell
+    label: Optional[str] = None  # the comparison's role, e.g. "A/A control"
+
+    @property
+    def name(self) -> str:
+        """`kind=batch − kind=none (each at its best lr)`, prefixed by the label."""
+        short = self.factor.rsplit(".", 1)[-1]
+        name = f"{short}={self.contrast or 'each'} − {short}={self.reference}"
+        if self.tune:
+            name += f" (each at its best {self.tune.rsplit('.', 1)[-1]})"
+        return f"{self.label}: {name}" if self.label else name
 
     @classmethod
     def parse(cls, text: str) -> "Comparison":
@@ -94,13 +106,14 @@ def compare(runs: pd.DataFrame, factors: list[str], comparison: Comparison,
     if comparison.factor not in runs:
         raise ValueError(f"comparison factor {comparison.factor} is not a config key of these runs")
     info = metric_info(metric)
-    others = [f for f in factors if f != comparison.factor]
+    others = [f for f in factors if f not in (comparison.factor, comparison.tune)]
     reference = runs[_matches(runs, comparison.factor, comparison.reference, False)]
     if reference.empty:
         raise ValueError(f"no run has {comparison.factor}={comparison.reference} (values: "
                          f"{', '.join(sorted(runs[comparison.factor].map(text).unique()))})")
     contrast_values = [v for v in _sorted_values(runs[comparison.factor])
-                       if v not in (comparison.reference, NOT_APPLICABLE)]
+                       if v not in (comparison.reference, NOT_APPLICABLE)
+                       and comparison.contrast in (None, v)]
     rows = []
     for value in contrast_values:
         contrast = runs[_matches(runs, comparison.factor, value, False)]
@@ -117,22 +130,46 @@ def compare(runs: pd.DataFrame, factors: list[str], comparison: Comparison,
     return _numeric_sort(table, others) if not table.empty else table
 
 
+def best_setting(runs: pd.DataFrame, key: str, metric: str, info: Metric
+                 ) -> tuple[pd.DataFrame, str]:
+    """The runs at the value of `key` that serves the metric best, and that value: the value
+    with the most seeds that give a number (a diverged run, one that failed to train or never
+    reached the target counts against it), then the best mean. Picked on the same seeds it is
+    then compared on, for both sides alike, so each side's best is a little optimistic."""
+    def score(group: pd.DataFrame) -> tuple[int, float]:
+        values, _ = _side(group, metric)
+        mean = values.mean() if len(values) else -math.inf
+        return len(values), mean if info.higher_is_better or not len(values) else -mean
+
+    values = {text(value): group for value, group in runs.groupby(runs[key].map(text))}
+    best = max(sorted(values, key=sort_key), key=lambda value: score(values[value]))
+    return values[best], best
+
+
 def _row(comparison: Comparison, value: str, where: dict, reference: pd.DataFrame,
          contrast: pd.DataFrame, metric: str, info: Metric) -> dict:
+    tuned = {}
+    if comparison.tune:
+        reference, tuned["reference_best"] = best_setting(reference, comparison.tune, metric, info)
+        contrast, tuned["contrast_best"] = best_setting(contrast, comparison.tune, metric, info)
     ref_values, ref_why = _side(reference, metric)
     con_values, con_why = _side(contrast, metric)
     differences = paired_differences(ref_values, con_values)
     stats = paired_interval(differences)
-    short = comparison.factor.rsplit(".", 1)[-1]
     left_out = sorted(set(ref_why) | set(con_why) | (set(ref_values.index) ^ set(con_values.index)))
     notes = []
     for seed in left_out:
         reasons = [f"{side} {why[seed]}" for side, why in (("reference", ref_why),
                                                            ("contrast", con_why)) if seed in why]
         notes.append(f"seed {seed}: " + (", ".join(reasons) or "no partner"))
-    row = {"comparison": f"{short}={value} − {short}={comparison.reference}",
-           "factor": comparison.factor, "reference": comparison.reference, "contrast": value,
-           "within": label({k: text(v) for k, v in where.items()}) if where else "all runs",
+    within = label({k: text(v) for k, v in where.items()}) if where else "all runs"
+    if tuned:
+        within += (f"; best {comparison.tune}: {tuned['reference_best']} (reference), "
+                   f"{tuned['contrast_best']} (contrast)")
+    name = replace(comparison, contrast=value).name
+    row = {"comparison": name, "label": comparison.label or "", "tune": comparison.tune or "",
+           **tuned, "factor": comparison.factor, "reference": comparison.reference,
+           "contrast": value, "within": within,
            **{k: v for k, v in where.items()}, "metric": metric,
            "n": stats.n, "mean": stats.mean, "std": stats.std, "ci_low": stats.low,
            "ci_high": stats.high, "seeds": " ".join(map(str, differences.index)),
@@ -185,7 +222,11 @@ def comparisons_from_config(values: object) -> list[Comparison]:
     """The question.comparisons of a run's config (a list of {factor, reference})."""
     if isinstance(values, str):
         values = json.loads(values)
-    return [Comparison(str(item["factor"]), text(item["reference"])) for item in values or []]
+    def optional(item: dict, key: str) -> Optional[str]:
+        return None if item.get(key) is None else text(item[key])
+
+    return [Comparison(str(item["factor"]), text(item["reference"]), optional(item, "contrast"),
+                       optional(item, "tune"), optional(item, "label")) for item in values or []]
 
 
 def signed(value: Optional[float], info: Metric) -> str:
