@@ -184,6 +184,7 @@ class ComparisonConfig:
     contrast: Optional[str] = None  # only this value against the reference; null: every other value
     tune: Optional[str] = None  # a key each side picks its best value of, per cell (best LR vs best LR)
     label: Optional[str] = None  # the comparison's role in the study, e.g. "A/A control"
+    metric: Optional[str] = None  # this comparison's metric; null: the study's primary metric
 
 
 @dataclass

@@ -111,11 +111,11 @@ def test_a_study_without_a_scale_is_refused_in_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_quick_grids_run_end_to_end_and_report(tmp_path, fashion_mnist):
-    """All nine studies, each with its whole quick grid, at a tiny budget."""
+    """All nine studies, each with its whole quick grid but two seeds, at a tiny budget."""
     results = tmp_path / "results"
     done = subprocess.run(["bash", str(ROOT / "scripts" / "run_studies.sh"), "quick", "--",
                            f"results_dir={results}", "data.train_subset=600", "train.steps=2",
-                           "eval.precise_batches=2"], cwd=tmp_path, capture_output=True,
+                           "eval.precise_batches=2", "seed=0,1"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for study in STUDIES:

@@ -106,6 +106,13 @@ def test_each_side_at_its_best_setting_pairs_best_against_best():
     assert row["n"] == 4 and row["mean"] == pytest.approx(np.mean(differences))
     assert row["comparison"] == "fair: kind=batch − kind=none (each at its best lr)"
     assert "best optim.lr: 0.1 (reference), 1 (contrast)" in row["within"]
+    runs["final_test_loss"] = 1 - runs["final_test_accuracy"]
+    own_metric = compare(runs, ["norm.kind", "optim.lr"],
+                         Comparison("norm.kind", "none", "batch", "optim.lr", metric="final_test_loss"),
+                         "final_test_accuracy").iloc[0]
+    assert own_metric["metric"] == "final_test_loss" and own_metric["contrast_best"] == "1"
+    assert own_metric["mean"] == pytest.approx(-np.mean(differences))  # lower loss is better
+    assert own_metric["comparison"].endswith(", on final_test_loss")
     per_lr = compare(runs, ["norm.kind", "optim.lr"], Comparison("norm.kind", "none", "batch"),
                      "final_test_accuracy")
     assert list(per_lr["within"]) == ["lr=0.01", "lr=0.1", "lr=1"]

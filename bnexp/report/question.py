@@ -91,6 +91,8 @@ def _untestable(comparison: Comparison, runs: pd.DataFrame, factors: list[str]) 
         if value not in values:
             return (f"{name}: no run has {comparison.factor}={value} (values: "
                     f"{', '.join(sorted(values))})")
+    if comparison.metric and comparison.metric not in METRIC_INFO and comparison.metric not in runs:
+        return f"{name}: its metric {comparison.metric} is not recorded by these runs"
     if comparison.tune and comparison.tune not in factors:
         return f"{name}: the tuned key {comparison.tune} does not vary among these runs"
     return None

@@ -36,6 +36,7 @@ class Comparison:
     contrast: Optional[str] = None  # the one value contrasted; None: every other value
     tune: Optional[str] = None  # a factor each side takes at its best value, per cell
     label: Optional[str] = None  # the comparison's role, e.g. "A/A control"
+    metric: Optional[str] = None  # its own metric; None: the study's primary metric
 
     @property
     def name(self) -> str:
@@ -44,6 +45,8 @@ class Comparison:
         name = f"{short}={self.contrast or 'each'} − {short}={self.reference}"
         if self.tune:
             name += f" (each at its best {self.tune.rsplit('.', 1)[-1]})"
+        if self.metric:
+            name += f", on {self.metric}"
         return f"{self.label}: {name}" if self.label else name
 
     @classmethod
@@ -105,6 +108,7 @@ def compare(runs: pd.DataFrame, factors: list[str], comparison: Comparison,
     """One row per (contrast value, cell): the paired statistics and the verdict."""
     if comparison.factor not in runs:
         raise ValueError(f"comparison factor {comparison.factor} is not a config key of these runs")
+    metric = comparison.metric or metric
     info = metric_info(metric)
     others = [f for f in factors if f not in (comparison.factor, comparison.tune)]
     reference = runs[_matches(runs, comparison.factor, comparison.reference, False)]
@@ -226,7 +230,8 @@ def comparisons_from_config(values: object) -> list[Comparison]:
         return None if item.get(key) is None else text(item[key])
 
     return [Comparison(str(item["factor"]), text(item["reference"]), optional(item, "contrast"),
-                       optional(item, "tune"), optional(item, "label")) for item in values or []]
+                       optional(item, "tune"), optional(item, "label"), optional(item, "metric"))
+            for item in values or []]
 
 
 def signed(value: Optional[float], info: Metric) -> str:
