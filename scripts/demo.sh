@@ -11,7 +11,7 @@ OUT=results/demo
 STUDIES=(bn_paper_mnist eval_mode lr_robustness)
 echo "Reports will be in $(pwd)/$OUT/<study>/report/report.html for: ${STUDIES[*]}"
 bash scripts/run_studies.sh quick "${STUDIES[@]}" -- "results_dir=$OUT" data.train_subset=5000 \
-  train.epochs=2 eval.precise_batches=50 "$@"
+  train.epochs=2 eval.precise_batches=50 seed=0,1 "$@"
 for study in "${STUDIES[@]}"; do
   echo
   echo "== $study: $(pwd)/$OUT/$study/report/report.html"

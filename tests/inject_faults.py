@@ -33,6 +33,9 @@ from bnexp.cli import main
 def signal_at(name: str, at: int) -> None:
     if name == "SIGUSR2":  # submitit's handler: scontrol requeue, then sys.exit(-1)
         signal.signal(signal.SIGUSR2, lambda *_: sys.exit(-1))
+    if name == "SIGINT":  # Ctrl-C at a terminal; a test suite launched in the background
+        # (`nohup pytest &`) inherits SIGINT ignored, and Python then raises nothing
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     for owner in (bnexp.engine.Fitter, bnexp.packed_fit.PackedFitter):
         _before_step(owner, lambda fitter: fitter.step_count == at and os.kill(
             os.getpid(), getattr(signal, name)))
