@@ -142,15 +142,25 @@ class TableLog:
         self.stream.close()
 
 
+COMMITTED_RESULTS = "results"  # the checkout's folder of committed reports: outputs, not code
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> Optional[str]:
     """The commit of the bnexp checkout that runs, with '-dirty' when it has local changes."""
-    source = Path(bnexp.__file__).resolve().parent.parent
+    return checkout_commit(Path(bnexp.__file__).resolve().parent.parent)
+
+
+def checkout_commit(source: Path) -> Optional[str]:
+    """HEAD of the git checkout at `source`, with '-dirty' when a tracked file differs from it,
+    except under `results/`: committed reports are outputs, and `run_studies.sh` rewrites one
+    study's report before the next study's runs start, which must not mark their code dirty."""
     try:
         commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"],
                                 capture_output=True, text=True, timeout=5, check=True)
         status = subprocess.run(["git", "-C", str(source), "status", "--porcelain",
-                                 "--untracked-files=no"],
+                                 "--untracked-files=no", "--", ".",
+                                 f":(exclude){COMMITTED_RESULTS}"],
                                 capture_output=True, text=True, timeout=5, check=True)
     except (OSError, subprocess.SubprocessError):
         return None

@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 
 import pytest
 
 from bnexp.compose import compose_config
 from bnexp.config import READ_WHEN
 from bnexp.identity import accepted_hashes, config_hash, run_id, semantic_config
+from bnexp.records import checkout_commit
 from bnexp.run import run
 from helpers import run_bnexp, run_folders
 
@@ -161,3 +163,27 @@ def test_a_run_recorded_under_the_older_identity_is_skipped_not_retrained(tmp_pa
     assert f"skipped: {legacy}" in again.stdout
     assert run_folders(tmp_path / "results") == [legacy]
     assert (legacy / "summary.json").read_bytes() == summary_before
+
+
+def test_a_checkout_is_dirty_when_code_differs_not_when_committed_results_do(tmp_path):
+    """Provenance: a rewritten report under results/ (run_studies.sh writes one study's
+    before the next study runs) leaves the commit clean; a changed source file does not."""
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "bnexp").mkdir()
+    (tmp_path / "bnexp" / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "study" / "report").mkdir(parents=True)
+    (tmp_path / "results" / "study" / "report" / "report.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    assert checkout_commit(tmp_path) == head
+    (tmp_path / "results" / "study" / "report" / "report.md").write_text("new\n")
+    (tmp_path / "results" / "other.txt").write_text("untracked\n")
+    assert checkout_commit(tmp_path) == head
+    (tmp_path / "bnexp" / "code.py").write_text("x = 2\n")
+    assert checkout_commit(tmp_path) == f"{head}-dirty"
+    assert checkout_commit(tmp_path / "nowhere") is None
