@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: a short version of the three most telling curated studies, end to end, on
-# Fashion-MNIST (about 70 seconds on 2 CPU cores once set up), each ending with its report.
+# Fashion-MNIST (2 seeds each; minutes on 2 CPU cores once set up), each ending with its report.
 #   bn_paper_mnist  BN vs none in the BN paper's sigmoid MLP, with activation percentiles
 #   eval_mode       the "similar images in one batch" failure, measured
 #   lr_robustness   BN vs none over learning rates, diverged runs counted
