@@ -188,3 +188,19 @@ def test_a_declared_comparison_a_narrowed_sweep_cannot_test_is_left_out(tmp_path
     assert "Not tested here: comparison norm.kind=none" in (tmp_path / "out" / "report.md").read_text()
     with pytest.raises(ValueError, match="does not vary"):
         build_report(root, tmp_path / "flag", Options(baselines=["norm.kind=none"]))
+
+
+def test_recorded_comparisons_keep_every_declared_key():
+    """A study's comparisons, as a run records them (JSON), come back whole; the report's
+    Comparison and the config's ComparisonConfig declare the same keys."""
+    from dataclasses import fields
+
+    from bnexp.config import ComparisonConfig
+    from bnexp.report.verdicts import comparisons_from_config
+    assert [f.name for f in fields(Comparison)] == [f.name for f in fields(ComparisonConfig)]
+    recorded = ('[{"factor": "norm.kind", "reference": "none", "contrast": "batch", '
+                '"tune": "optim.lr", "label": "fair", "metric": "final_test_loss"}, '
+                '{"factor": "optim.lr", "reference": 0.1, "contrast": null}]')
+    assert comparisons_from_config(recorded) == [
+        Comparison("norm.kind", "none", "batch", "optim.lr", "fair", "final_test_loss"),
+        Comparison("optim.lr", "0.1")]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 import pandas as pd
@@ -226,11 +226,8 @@ def comparisons_from_config(values: object) -> list[Comparison]:
     """The question.comparisons of a run's config (a list of {factor, reference})."""
     if isinstance(values, str):
         values = json.loads(values)
-    def optional(item: dict, key: str) -> Optional[str]:
-        return None if item.get(key) is None else text(item[key])
-
-    return [Comparison(str(item["factor"]), text(item["reference"]), optional(item, "contrast"),
-                       optional(item, "tune"), optional(item, "label"), optional(item, "metric"))
+    keys = [field.name for field in fields(Comparison)]  # the keys ComparisonConfig declares
+    return [Comparison(**{key: text(item[key]) for key in keys if item.get(key) is not None})
             for item in values or []]
 
 
