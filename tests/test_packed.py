@@ -283,7 +283,8 @@ def test_pack_limits_and_runs_that_never_pack():
                        "auto") == [[0], [1]]  # and an MLP at a batch a pack does not speed up
     assert group_packs([compose_config(f"seed={s}", "train.batch_size=512") for s in range(2)],
                        "2") == [[0, 1]]
-    for override in ["optim=adam", "probe.activations=true", "probe.gradients=true"]:
+    for override in ["optim=adam", "probe.activations=true", "probe.gradients=true",
+                     "train.trainable=random_matched"]:
         cfg = compose_config(override)
         assert unpackable(cfg) is not None
         assert group_packs([cfg, compose_config(override, "seed=3")], "16") == [[0], [1]]
