@@ -81,6 +81,11 @@ class Trainable(Enum):
     random_matched = "random_matched"  # norm_only's control: as many random non-norm weights train
 
 
+class Sampler(Enum):
+    iid = "iid"  # shuffled full batches: each a uniform sample without replacement
+    class_clustered = "class_clustered"  # train.classes_per_batch classes x equal examples per batch (Ioffe 2017)
+
+
 class EvalMode(Enum):
     running = "running"  # model.eval(): the running (moving-average) statistics
     batch = "batch"  # train-mode normalization on shuffled test batches of eval.batch_size
@@ -156,6 +161,8 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between checkpoints a killed run resumes from; 0 = never
     trainable: Trainable = Trainable.all  # norm_only: train gamma/beta alone; random_matched: its control
     compile: Compile = Compile.off  # torch.compile the training step's forward pass
+    sampler: Sampler = Sampler.iid  # how batches are drawn (bnexp.samplers)
+    classes_per_batch: int = 1  # class_clustered: distinct classes per batch (must divide the batch)
 
 
 @dataclass
@@ -232,6 +239,7 @@ READ_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
     "optim.decay_norm_bias": lambda c: (c.get("optim.weight_decay") or 0) > 0,
     "train.epochs": lambda c: c.get("train.steps") is None,
     "train.eval_every_steps": lambda c: c.get("train.eval_every_steps") is not None,
+    "train.classes_per_batch": lambda c: c.get("train.sampler") == "class_clustered",
     "data.subset_seed": lambda c: c.get("data.train_subset") is not None,
     "probe.every": lambda c: bool(c.get("probe.activations") or c.get("probe.gradients")),
     "probe.units": lambda c: bool(c.get("probe.activations")),

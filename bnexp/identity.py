@@ -6,7 +6,8 @@ change what the run computes. The hash ignores the order of overrides (the confi
 mapping), whether a default was written out (`optim.lr=0.1` composes to the same value), keys
 that only say where or how to execute or where the data is found (`NOT_SEMANTIC`), and keys
 the config does not read (`unread_keys`: `model.init_std` unless `model.init=normal`, the
-norm keys a normalizer ignores, ...), so relaunching a sweep in any order finds the same folders
+norm keys a normalizer ignores, ...) and keys added later at the value that reproduces the runs
+recorded before them (`ADDED_WITH_DEFAULT`), so relaunching a sweep in any order finds the same folders
 and two configs that train the same run share one.
 
 A folder recorded by an older bnexp under its own rule (identity v1, which hashed every key
@@ -41,6 +42,11 @@ NOT_SEMANTIC = EXECUTION_KEYS | DESCRIPTIVE_KEYS | {
     "data.root", "data.download",  # where the data is found, not which data (checksummed)
 }
 ADDED_SINCE_V1 = {"train.eval_every_steps"}  # keys v1 never saw: hashed there only when set
+ADDED_WITH_DEFAULT = {  # keys added after runs were recorded without them, with the value that
+    # computes what those runs computed: hashed only at another value, so older folders keep
+    # their ids and a relaunch finds them
+    "train.sampler": "iid", "train.classes_per_batch": 1,
+}
 NAME_KEYS = [  # the readable prefix, in this order; values only
     ("model.name", ""), ("norm.kind", ""), ("norm.placement", ""), ("norm.affine", "affine-"),
     ("train.batch_size", "bs"), ("optim.lr", "lr"), ("seed", "s"),
@@ -59,9 +65,14 @@ def task_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
 
 
+def _at_added_default(key: str, value: Any) -> bool:
+    return key in ADDED_WITH_DEFAULT and value == ADDED_WITH_DEFAULT[key]
+
+
 def _semantic(values: dict[str, Any]) -> dict[str, Any]:
     ignored = NOT_SEMANTIC | unread_keys(values)
-    return {key: value for key, value in values.items() if key not in ignored}
+    return {key: value for key, value in values.items()
+            if key not in ignored and not _at_added_default(key, value)}
 
 
 def semantic_config(cfg: DictConfig) -> dict[str, Any]:
@@ -83,7 +94,8 @@ def _hashes(values: dict[str, Any]) -> list[str]:
     the execution keys and the norm keys a normalizer ignores), if different."""
     ignored = EXECUTION_KEYS | DESCRIPTIVE_KEYS | unused_keys(values.get("norm.kind", ""))
     legacy = {key: value for key, value in values.items()
-              if key not in ignored and not (key in ADDED_SINCE_V1 and value is None)}
+              if key not in ignored and not (key in ADDED_SINCE_V1 and value is None)
+              and not _at_added_default(key, value)}
     return list(dict.fromkeys([_digest(_semantic(values)), _digest(legacy)]))
 
 

@@ -13,6 +13,8 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from bnexp.samplers import BatchOrder, IIDOrder
+
 CROP_PADDING = 4  # pixels of zero padding before the random crop (He et al. 2016)
 
 
@@ -62,19 +64,30 @@ def balanced_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
 
 
 class TrainBatches:
-    """Seeded, shuffled, full batches of one training split, augmented and normalised."""
+    """Seeded batches of one training split, augmented and normalised; which examples form a
+    batch is `order`'s choice (`bnexp.samplers`: i.i.d. by default)."""
 
     def __init__(self, split: DeviceSplit, normalize: PixelStandardizer, batch_size: int,
-                 augment: bool, seed: int, channels_last: bool = False):
+                 augment: bool, seed: int, channels_last: bool = False,
+                 order: Optional[BatchOrder] = None):
         if batch_size > len(split):
             raise ValueError(f"train.batch_size={batch_size} exceeds the {len(split)} training "
                              "examples: lower the batch size or raise data.train_subset")
         self.split, self.normalize = split, normalize
         self.batch_size, self.augment = batch_size, augment
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.steps_per_epoch = len(split) // batch_size  # the incomplete last batch is dropped
+        self.order = order if order is not None else IIDOrder(split.labels, batch_size)
+        self.steps_per_epoch = self.order.steps_per_epoch  # full batches only
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"train.batch_size={batch_size} with train.sampler leaves no full "
+                             "batch of the training set: lower the batch size or "
+                             "train.classes_per_batch, or raise data.train_subset")
         device = split.images.device
         self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def indices(self) -> torch.Tensor:
+        """The next epoch's (steps_per_epoch, batch_size) indices into the split."""
+        return self.order.epoch(self.generator)
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(images, labels) per step. Labels are views of the epoch's shuffled labels,
@@ -83,8 +96,7 @@ class TrainBatches:
         on a CPU), filled with index_select, which copies whole rows (on a CPU, far faster
         than tensor indexing `images[index]`)."""
         device = self.split.images.device
-        order = torch.randperm(len(self.split), generator=self.generator, device=device)
-        batches = order[: self.steps_per_epoch * self.batch_size].view(-1, self.batch_size)
+        batches = self.indices()
         labels = torch.index_select(self.split.labels, 0, batches.flatten()).view_as(batches)
         shape = (self.batch_size, *self.split.images.shape[1:])
         raw = torch.empty(shape, dtype=torch.uint8, device=device)

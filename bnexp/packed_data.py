@@ -1,5 +1,5 @@
 """A pack's training batches: each member's batch drawn exactly as its single run draws it
-(`bnexp.loader.TrainBatches.epoch`: its own generator's permutation, crops and flips), all
+(`bnexp.loader.TrainBatches.epoch`: its own generator's batch order, crops and flips), all
 gathered with one index per step into a (K, B, ...) tensor."""
 from __future__ import annotations
 
@@ -39,9 +39,8 @@ class PackedBatches:
         """(images (K, B, C, H, W), labels (K, B)) per step."""
         count, batch, steps = len(self.members), self.batch_size, self.steps_per_epoch
         device = self.images.device
-        orders = torch.stack([torch.randperm(self.examples, generator=b.generator, device=device)
-                              for b in self.members]) + self.offsets
-        index = orders[:, : steps * batch].view(count, steps, batch).transpose(0, 1).contiguous()
+        orders = torch.stack([b.indices() for b in self.members]) + self.offsets.view(-1, 1, 1)
+        index = orders.transpose(0, 1).contiguous()  # (steps, K, batch)
         labels = torch.index_select(self.labels, 0, index.view(-1)).view(steps, count, batch)
         shape = (count * batch, *self.images.shape[1:])
         raw = torch.empty(shape, dtype=torch.uint8, device=device)

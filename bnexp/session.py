@@ -16,6 +16,7 @@ from bnexp.config import Compile, ConfigError, DataConfig, Device, TrainConfig, 
 from bnexp.engine import StepPlan, Fitter, autocast_for
 from bnexp.evaluation import evaluate_modes
 from bnexp.loader import PixelStandardizer, TrainBatches, balanced_subset, to_device
+from bnexp.samplers import batch_order
 from bnexp.models import MODELS, build_model
 from bnexp.norm import BlockFactory
 from bnexp.optim import FrozenElements, build_optimizer, build_schedule, effective_lr
@@ -131,8 +132,10 @@ def build_session(cfg: DictConfig, threads: Optional[int], data: Optional[dict] 
         # order stay those of the same seed's other runs
         frozen = FrozenElements(norms.train_random_matched(
             model, torch.Generator().manual_seed(cfg.seed)))
+    order = batch_order(cfg.train.sampler, data["train"].labels, cfg.train.batch_size,
+                        cfg.train.classes_per_batch)
     batches = TrainBatches(data["train"], data["normalize"], cfg.train.batch_size,
-                           cfg.data.augment, cfg.seed, channels_last)
+                           cfg.data.augment, cfg.seed, channels_last, order)
     total_steps = cfg.train.steps or cfg.train.epochs * batches.steps_per_epoch
     lr = effective_lr(cfg.optim, cfg.train.batch_size)
     optimizer = build_optimizer(model, cfg.optim, lr)

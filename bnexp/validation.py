@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from bnexp.config import Compile, Config, ConfigError, Device, EvalMode, OptimName
+from bnexp.config import Compile, Config, ConfigError, Device, EvalMode, OptimName, Sampler
 from bnexp.datasets import DATASETS
 from bnexp.models import MODELS, norm_use
 from bnexp.norm import NORMS, validate_norm
@@ -75,6 +75,8 @@ def validate(cfg: DictConfig) -> None:
         (cfg.eval.batch_size >= 2, "eval.batch_size", cfg.eval.batch_size, "an integer >= 2"),
         (cfg.eval.precise_batches >= 1, "eval.precise_batches", cfg.eval.precise_batches,
          "an integer >= 1"),
+        (cfg.train.classes_per_batch >= 1, "train.classes_per_batch",
+         cfg.train.classes_per_batch, "an integer >= 1"),
         (cfg.norm.groups >= 1, "norm.groups", cfg.norm.groups, "an integer >= 1"),
         (cfg.norm.virtual_batch_size >= 2, "norm.virtual_batch_size",
          cfg.norm.virtual_batch_size, "an integer >= 2"),
@@ -120,6 +122,18 @@ def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix[:-1], node)]
 
 
+def _validate_clustered(cfg: DictConfig) -> None:
+    classes, batch = cfg.train.classes_per_batch, cfg.train.batch_size
+    if batch % classes:
+        raise ConfigError(f"train.classes_per_batch={classes} must divide train.batch_size="
+                          f"{batch} (train.sampler=class_clustered puts batch / classes "
+                          "examples of each class in a batch)")
+    available = DATASETS[cfg.data.name].num_classes
+    if classes > available:
+        raise ConfigError(f"train.classes_per_batch={classes} exceeds the {available} classes "
+                          f"of data={cfg.data.name}: choose at most {available}")
+
+
 def _validate_combinations(cfg: DictConfig) -> None:
     MODELS[cfg.model.name].check(cfg.model)
     if cfg.optim.nesterov and cfg.optim.name != OptimName.sgd:
@@ -129,6 +143,8 @@ def _validate_combinations(cfg: DictConfig) -> None:
         raise ConfigError("optim.nesterov=true is invalid with optim.momentum=0: "
                           "Nesterov needs momentum > 0")
     validate_norm(cfg.norm, norm_use(cfg.model, cfg.train.batch_size), cfg.train.trainable)
+    if cfg.train.sampler == Sampler.class_clustered:
+        _validate_clustered(cfg)
     if cfg.train.compile != Compile.off and (cfg.probe.activations or cfg.probe.gradients):
         raise ConfigError("train.compile and probes do not mix: every probed step attaches "
                           "hooks, which forces a recompilation; set train.compile=off")

@@ -32,6 +32,8 @@ CONDITIONAL = {
     "probe.saturation": (["probe.activations=false"], "1.5", ["probe.activations=true"]),
     "eval.batch_size": (["eval.modes=[running]"], "32", ["eval.modes=[running,batch]"]),
     "eval.precise_batches": (["eval.modes=[running]"], "7", ["eval.modes=[running,precise]"]),
+    "train.classes_per_batch": (["train.sampler=iid", "train.classes_per_batch=2"], "4",
+                                ["train.sampler=class_clustered", "train.classes_per_batch=2"]),
 }
 
 
@@ -50,7 +52,8 @@ def test_where_and_how_to_execute_is_not_part_of_the_hash(override):
 
 @pytest.mark.parametrize("override", ["seed=1", "optim.lr=0.05", "norm.placement=after",
                                       "train.batch_size=8", "model.activation=tanh",
-                                      "data.train_subset=100", "train.log_every=10"])
+                                      "data.train_subset=100", "train.log_every=10",
+                                      "train.sampler=class_clustered"])
 def test_anything_that_changes_the_run_changes_the_hash(override):
     assert config_hash(compose_config(override)) != config_hash(compose_config())
 
@@ -69,8 +72,9 @@ def test_an_optional_key_counts_only_when_set(key):
 
 
 def test_keys_added_since_do_not_move_existing_runs():
-    """Hashes computed by bnexp before train.eval_every_steps and question.* existed (current
-    rule, then identity v1): the same configs must still find the same folders."""
+    """Hashes computed by bnexp before train.eval_every_steps, train.sampler and question.*
+    existed (current rule, then identity v1): the same configs must still find the same
+    folders."""
     assert accepted_hashes(compose_config()) == ["3ee28a5de9", "bd7e9184c4"]
     assert accepted_hashes(compose_config("norm=ghost", "train.batch_size=32",
                                           "model.init=normal", "seed=2")) == [

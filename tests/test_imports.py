@@ -10,11 +10,11 @@ import bnexp
 
 PACKAGE = Path(bnexp.__file__).resolve().parent
 TIERS = [  # a module may import only from tiers before its own (report: also within report)
-    {"bnexp", "bnexp.config", "bnexp.interrupts", "bnexp.formats", "bnexp.loader",
+    {"bnexp", "bnexp.config", "bnexp.interrupts", "bnexp.formats",
      "bnexp.normalizers", "bnexp.dataset_files", "bnexp.schema"},
-    {"bnexp.datasets", "bnexp.records", "bnexp.lock", "bnexp.norm", "bnexp.optim",
+    {"bnexp.samplers", "bnexp.datasets", "bnexp.records", "bnexp.lock", "bnexp.norm", "bnexp.optim",
      "bnexp.models.layers"},
-    {"bnexp.identity", "bnexp.checkpoint", "bnexp.models.mlp", "bnexp.models.resnet",
+    {"bnexp.loader", "bnexp.identity", "bnexp.checkpoint", "bnexp.models.mlp", "bnexp.models.resnet",
      "bnexp.probes"},
     {"bnexp.models", "bnexp.engine", "bnexp.packed_model", "bnexp.packed_data"},
     {"bnexp.evaluation", "bnexp.validation", "bnexp.help", "bnexp.packed_optim"},
