@@ -93,6 +93,11 @@ class EvalMode(Enum):
     precise = "precise"  # PreciseBN: running stats re-estimated as the mean over eval.precise_batches training batches of each batch's mean and unbiased variance
 
 
+class PreciseEstimator(Enum):  # named after the statistic, as fvcore names its estimators
+    mean_of_batch_variances = "mean_of_batch_variances"  # mean over batches of each batch's unbiased variance
+    population_variance = "population_variance"  # the variance of all sampled inputs (adds the spread of batch means)
+
+
 class Compile(Enum):
     off = "off"  # eager PyTorch
     default = "default"  # torch.compile of the training forward, inductor's default mode
@@ -163,6 +168,7 @@ class TrainConfig:
     compile: Compile = Compile.off  # torch.compile the training step's forward pass
     sampler: Sampler = Sampler.iid  # how batches are drawn (bnexp.samplers)
     classes_per_batch: int = 1  # class_clustered: distinct classes per batch (must divide the batch)
+    freeze_norm_stats_at: Optional[float] = None  # FrozenBN from this fraction of the budget on: norms use their running statistics in training (frozen; gamma/beta train on); null: never
 
 
 @dataclass
@@ -179,6 +185,8 @@ class EvalConfig:
     modes: List[EvalMode] = field(default_factory=lambda: [EvalMode.running])
     batch_size: int = 64  # examples per test batch in the batch and homogeneous modes
     precise_batches: int = 200  # training batches PreciseBN averages (fvcore's default)
+    precise_examples: Optional[int] = None  # PreciseBN's sample in training examples (whole batches, rounded up); replaces precise_batches when set
+    precise_estimator: PreciseEstimator = PreciseEstimator.mean_of_batch_variances
 
 
 @dataclass
@@ -245,7 +253,10 @@ READ_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
     "probe.units": lambda c: bool(c.get("probe.activations")),
     "probe.saturation": lambda c: bool(c.get("probe.activations")),
     "eval.batch_size": lambda c: bool({"batch", "homogeneous"} & set(c.get("eval.modes") or [])),
-    "eval.precise_batches": lambda c: "precise" in (c.get("eval.modes") or []),
+    "eval.precise_batches": lambda c: "precise" in (c.get("eval.modes") or [])
+    and c.get("eval.precise_examples") is None,
+    "eval.precise_examples": lambda c: "precise" in (c.get("eval.modes") or []),
+    "eval.precise_estimator": lambda c: "precise" in (c.get("eval.modes") or []),
 }
 
 

@@ -136,6 +136,21 @@ class Fitter:
         self.initial_loss: Optional[torch.Tensor] = None  # read once, when the fit ends
         self.evaluated_at = -1  # the step of the last test evaluation
         self.eval_seconds = 0.0  # evaluations inside the open epoch, kept out of train_seconds
+        self.freeze_step: Optional[int] = None  # FrozenBN: from this step on, `frozen` in eval mode
+        self.frozen: list[nn.Module] = []
+
+    def freeze_statistics_at(self, step: int, layers: Sequence[nn.Module]) -> None:
+        """FrozenBN (train.freeze_norm_stats_at; Wu & Johnson 2021, sec. 3.3): from `step` on,
+        `layers` normalise with their running statistics as they stand then, in training too,
+        and stop updating them; their gamma/beta and every other weight keep training."""
+        self.freeze_step, self.frozen = step, list(layers)
+
+    def _train_mode(self) -> None:
+        """The model in training mode, the frozen norms (once due) in eval mode."""
+        self.model.train()
+        if self.freeze_step is not None and self.step_count >= self.freeze_step:
+            for layer in self.frozen:
+                layer.eval()
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, probing: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +179,7 @@ class Fitter:
         started = time.perf_counter() - self.clock_offset
         batch = self.batches.batch_size
         self.meter.reserve(plan.log_every)
-        self.model.train()
+        self._train_mode()
         if plan.eval_every_steps and self.step_count == 0:
             self._evaluate(test, write_rows, started)  # where every curve starts
         while self.step_count < plan.total_steps:
@@ -192,6 +207,7 @@ class Fitter:
         lr = self.optimizer.param_groups[0]["lr"]
         write_rows("metrics", [self._row(split, loss, accuracy, lr, started)
                                for split, (loss, accuracy) in test().items()])
+        self._train_mode()  # evaluation restores train mode everywhere, frozen norms included
         self.evaluated_at = self.step_count
         self.eval_seconds += time.perf_counter() - tick
 
@@ -213,6 +229,8 @@ class Fitter:
                 self.initial_loss = loss.detach().clone()
             self.meter.add(loss, logits, labels)
             self.step_count += 1
+            if self.step_count == self.freeze_step:
+                self._train_mode()
             if self.step_count % plan.log_every == 0 or self.step_count == plan.total_steps:
                 loss, accuracy = self.meter.read_and_reset()
                 write_rows("metrics", [self._row("train", loss, accuracy, lr, started)])

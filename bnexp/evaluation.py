@@ -7,11 +7,14 @@ which changes the model.
 - homogeneous: the same, but every batch holds one class: the "similar images in one batch"
   failure of batch statistics.
 - precise: PreciseBN (Wu & Johnson 2021, fvcore): the running statistics of every norm layer
-  that has them, re-estimated as the mean over `eval.precise_batches` training batches of
-  the per-batch mean and unbiased variance of its input (earlier layers normalising with
-  batch statistics, as in training), then a running-mode evaluation. This is fvcore's
-  mean-of-batch-variances estimator, not the population variance (which would add the
-  variance of the batch means).
+  that has them, re-estimated from `eval.precise_batches` training batches (or as many as
+  `eval.precise_examples` fill) of its input, earlier layers normalising with batch
+  statistics as in training, then a running-mode evaluation. The mean is the mean of the
+  batch means; the variance is chosen by `eval.precise_estimator`:
+    mean_of_batch_variances  the mean of each batch's unbiased variance (fvcore's default);
+    population_variance      the unbiased variance of all sampled inputs together, which
+                             adds the variance of the batch means to the former (Wu & Johnson
+                             2021, sec. 3.1: the statistics of the population, not of a batch).
 
 The batch, homogeneous and precise modes work on a deep copy of the model, so the trained
 model, its running statistics, later training and checkpoints are untouched. Test batches
@@ -21,7 +24,8 @@ one example is merged into its neighbour (batch statistics of one example are un
 from __future__ import annotations
 
 import copy
-from typing import Callable, ContextManager, Iterable, Iterator
+import math
+from typing import Callable, ContextManager, Iterable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -105,19 +109,62 @@ def with_batch_statistics(model: nn.Module) -> nn.Module:
     return twin
 
 
+class _MeanOfBatchVariances:
+    """Per channel: the mean over batches of the batch mean and of the batch's unbiased
+    variance."""
+
+    def __init__(self):
+        self.batches, self.mean, self.var = 0, 0.0, 0.0
+
+    def add(self, x: torch.Tensor, dims: list[int]) -> None:
+        self.batches += 1
+        self.mean = self.mean + x.mean(dims)
+        self.var = self.var + x.var(dims, unbiased=True)
+
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean / self.batches, self.var / self.batches
+
+
+class _PopulationVariance:
+    """Per channel: the mean and unbiased variance of every sampled input value, from
+    float64 sums of x and x^2."""
+
+    def __init__(self):
+        self.count, self.total, self.squares = 0, 0.0, 0.0
+
+    def add(self, x: torch.Tensor, dims: list[int]) -> None:
+        x = x.double()
+        self.count += x.numel() // x.shape[1]
+        self.total = self.total + x.sum(dims)
+        self.squares = self.squares + x.square().sum(dims)
+
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.total / self.count
+        var = (self.squares - self.count * mean.square()) / max(1, self.count - 1)
+        return mean.float(), var.clamp(min=0).float()
+
+
+ESTIMATORS = {"mean_of_batch_variances": _MeanOfBatchVariances,
+              "population_variance": _PopulationVariance}
+
+
+def precise_batch_count(batches: int, examples: Optional[int], batch_size: int) -> int:
+    """PreciseBN's training batches: `examples` in whole batches (rounded up) when given."""
+    return batches if examples is None else max(1, math.ceil(examples / batch_size))
+
+
 @torch.no_grad()
-def precise_statistics(model: nn.Module, images: Iterable[torch.Tensor], count: int) -> nn.Module:
-    """A copy of `model` whose running statistics are the average over `count` batches of each
-    norm layer's per-batch input mean and unbiased variance (the mean of batch variances)."""
+def precise_statistics(model: nn.Module, images: Iterable[torch.Tensor], count: int,
+                       estimator: str = "mean_of_batch_variances") -> nn.Module:
+    """A copy of `model` whose running statistics are re-estimated from `count` batches of
+    each norm layer's input, with the `estimator` named in ESTIMATORS."""
     twin = with_batch_statistics(model)
     layers = [m for m in twin.modules() if is_norm_layer(m) and hasattr(m, "running_mean")]
-    sums = {id(m): [0.0, 0.0] for m in layers}
+    sums = {id(m): ESTIMATORS[estimator]() for m in layers}
 
     def hook(module: nn.Module, inputs: tuple) -> None:
         x = inputs[0].float()
-        dims = [0, *range(2, x.dim())]
-        sums[id(module)][0] = sums[id(module)][0] + x.mean(dims)
-        sums[id(module)][1] = sums[id(module)][1] + x.var(dims, unbiased=True)
+        sums[id(module)].add(x, [0, *range(2, x.dim())])
 
     handles = [layer.register_forward_pre_hook(hook) for layer in layers]
     try:
@@ -131,17 +178,18 @@ def precise_statistics(model: nn.Module, images: Iterable[torch.Tensor], count: 
         for handle in handles:
             handle.remove()
     for layer in layers:
-        mean, var = sums[id(layer)]
         if seen:
-            layer.running_mean.copy_(mean / seen)
-            layer.running_var.copy_(var / seen)
+            mean, var = sums[id(layer)].statistics()
+            layer.running_mean.copy_(mean)
+            layer.running_var.copy_(var)
     return twin.eval()
 
 
 def evaluate_modes(model: nn.Module, modes: list[str], test: DeviceSplit,
                    normalize: PixelStandardizer,
                    autocast: Callable[[], ContextManager], batch_size: int, seed: int,
-                   precise_images: Callable[[], Iterator[torch.Tensor]], precise_batches: int
+                   precise_images: Callable[[], Iterator[torch.Tensor]], precise_batches: int,
+                   precise_estimator: str = "mean_of_batch_variances"
                    ) -> dict[str, tuple[float, float]]:
     """{split name: (mean loss, accuracy)} for each mode, running first."""
     results = {}
@@ -149,7 +197,8 @@ def evaluate_modes(model: nn.Module, modes: list[str], test: DeviceSplit,
         if mode == "running":
             result = evaluate(model, test, normalize, autocast)
         elif mode == "precise":
-            twin = precise_statistics(model, precise_images(), precise_batches)
+            twin = precise_statistics(model, precise_images(), precise_batches,
+                                      precise_estimator)
             result = evaluate(twin, test, normalize, autocast)
         else:
             make = shuffled_batches if mode == "batch" else single_class_batches

@@ -150,7 +150,8 @@ def is_norm_layer(module: nn.Module) -> bool:
     return isinstance(module, NORM_LAYER_TYPES)
 
 
-def validate_norm(cfg: NormConfig, use: NormUse, trainable: Trainable) -> None:
+def validate_norm(cfg: NormConfig, use: NormUse, trainable: Trainable,
+                  freeze_at: Optional[float] = None) -> None:
     """Combinations a norm cannot run with, as ConfigError naming the keys and the fix:
     rules every normalizer shares, then its own `check` hook. `cfg.kind` is registered
     (bnexp.validation checks it with the other registry names)."""
@@ -161,6 +162,10 @@ def validate_norm(cfg: NormConfig, use: NormUse, trainable: Trainable) -> None:
             "batch statistics of one example are undefined (its variance is 0); use a batch of "
             "2 or more, or a per-example norm (norm=layer, norm=group) or norm=none")
     spec.check(cfg, use)
+    if freeze_at is not None and not spec.batch_statistics:
+        raise ConfigError(f"train.freeze_norm_stats_at={freeze_at} needs running statistics to "
+                          f"freeze; norm.kind={cfg.kind} has none: use a batch-statistics norm "
+                          "(batch, ghost, batch_renorm) or train.freeze_norm_stats_at=null")
     counted = trainable in (Trainable.norm_only, Trainable.random_matched)
     if counted and ("affine" not in spec.reads or cfg.affine == Affine.none):
         raise ConfigError(f"train.trainable={trainable.value} needs learnable gamma/beta: "
@@ -261,6 +266,10 @@ class BlockFactory:
         masks = [mask.view(p.shape).to(p.device)
                  for p, mask in zip(others, chosen.split([p.numel() for p in others]))]
         return list(zip(others, masks))
+
+    def population_layers(self) -> list[nn.Module]:
+        """The norm layers that keep running (population) statistics for inference."""
+        return [layer for layer in self.created if getattr(layer, "running_mean", None) is not None]
 
     def affine_rows(self, model: nn.Module) -> list[dict]:
         """Every norm layer's learned scale (gamma) and shift (beta), one row per channel;

@@ -58,6 +58,8 @@ def unpackable(cfg: DictConfig) -> Optional[str]:
         return "train.amp is on"
     if cfg.train.trainable == Trainable.random_matched:
         return "train.trainable=random_matched (its masks are one model's)"
+    if cfg.train.freeze_norm_stats_at is not None:
+        return "train.freeze_norm_stats_at is set (FrozenBN switches one model's norms)"
     return None
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from bnexp import datasets
 from bnexp.config import Compile, ConfigError, DataConfig, Device, TrainConfig, Trainable
 from bnexp.engine import StepPlan, Fitter, autocast_for
-from bnexp.evaluation import evaluate_modes
+from bnexp.evaluation import evaluate_modes, precise_batch_count
 from bnexp.loader import PixelStandardizer, TrainBatches, balanced_subset, to_device
 from bnexp.samplers import batch_order
 from bnexp.models import MODELS, build_model
@@ -143,6 +143,9 @@ def build_session(cfg: DictConfig, threads: Optional[int], data: Optional[dict] 
     probes = _probes(cfg, model, norms)
     fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, total_steps),
                     batches, autocast, probes)
+    if cfg.train.freeze_norm_stats_at is not None:
+        fitter.freeze_statistics_at(round(cfg.train.freeze_norm_stats_at * total_steps),
+                                    norms.population_layers())
     if cfg.train.compile != Compile.off:  # the model itself stays plain: state_dict, eval
         fitter.forward = torch.compile(model, mode=cfg.train.compile.value.replace("_", "-"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -180,4 +183,7 @@ def _test_evaluator(cfg: DictConfig, model: nn.Module, data: dict[str, Any], aut
     modes = [mode.value for mode in cfg.eval.modes]
     return lambda: evaluate_modes(model, modes, data["test"], data["normalize"], autocast,
                                   cfg.eval.batch_size, cfg.seed, precise_images,
-                                  cfg.eval.precise_batches)
+                                  precise_batch_count(cfg.eval.precise_batches,
+                                                      cfg.eval.precise_examples,
+                                                      cfg.train.batch_size),
+                                  cfg.eval.precise_estimator.value)

@@ -77,6 +77,11 @@ def validate(cfg: DictConfig) -> None:
          "an integer >= 1"),
         (cfg.train.classes_per_batch >= 1, "train.classes_per_batch",
          cfg.train.classes_per_batch, "an integer >= 1"),
+        (cfg.train.freeze_norm_stats_at is None or 0 <= cfg.train.freeze_norm_stats_at < 1,
+         "train.freeze_norm_stats_at", cfg.train.freeze_norm_stats_at,
+         "null or a fraction of the budget in [0, 1)"),
+        (cfg.eval.precise_examples is None or cfg.eval.precise_examples >= 1,
+         "eval.precise_examples", cfg.eval.precise_examples, "null or an integer >= 1"),
         (cfg.norm.groups >= 1, "norm.groups", cfg.norm.groups, "an integer >= 1"),
         (cfg.norm.virtual_batch_size >= 2, "norm.virtual_batch_size",
          cfg.norm.virtual_batch_size, "an integer >= 2"),
@@ -142,7 +147,8 @@ def _validate_combinations(cfg: DictConfig) -> None:
     if cfg.optim.nesterov and cfg.optim.momentum == 0:
         raise ConfigError("optim.nesterov=true is invalid with optim.momentum=0: "
                           "Nesterov needs momentum > 0")
-    validate_norm(cfg.norm, norm_use(cfg.model, cfg.train.batch_size), cfg.train.trainable)
+    validate_norm(cfg.norm, norm_use(cfg.model, cfg.train.batch_size), cfg.train.trainable,
+                  cfg.train.freeze_norm_stats_at)
     if cfg.train.sampler == Sampler.class_clustered:
         _validate_clustered(cfg)
     if cfg.train.compile != Compile.off and (cfg.probe.activations or cfg.probe.gradients):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnexp.engine import autocast_for
-from bnexp.evaluation import (evaluate_modes, precise_statistics, shuffled_batches,
+from bnexp.evaluation import (evaluate_modes, precise_batch_count, precise_statistics, shuffled_batches,
                               single_class_batches)
 from bnexp.loader import DeviceSplit, PixelStandardizer
 from bnexp.models import build_model
@@ -145,6 +145,32 @@ def test_eval_modes_match_direct_computations_and_leave_the_model_untouched():
         inputs = [linear(images.flatten(1)) for images in train_images[:3]]
     torch.testing.assert_close(norm.running_mean, torch.stack([i.mean(0) for i in inputs]).mean(0))
     torch.testing.assert_close(norm.running_var, torch.stack([i.var(0) for i in inputs]).mean(0))
+
+
+def test_population_variance_is_the_variance_of_all_sampled_inputs():
+    """eval.precise_estimator=population_variance: the variance of the 3 batches' inputs taken
+    together (torch.var over their concatenation), not the mean of the batch variances (the
+    batches are shifted apart, so their means spread)."""
+    model, _ = tiny()
+    generator = torch.Generator().manual_seed(4)
+    train_images = [torch.randn(8, 1, 2, 2, generator=generator) + shift for shift in (0, 1, 3)]
+    precise = precise_statistics(model, iter(train_images), 3, "population_variance")
+    norm = [m for m in precise.modules() if isinstance(m, nn.BatchNorm1d)][0]
+    with torch.no_grad():
+        inputs = torch.cat([model[1][0](images.flatten(1)) for images in train_images])
+    torch.testing.assert_close(norm.running_mean, inputs.mean(0))
+    torch.testing.assert_close(norm.running_var, inputs.var(0, unbiased=True))
+    mean_of_variances = [m for m in precise_statistics(model, iter(train_images), 3).modules()
+                         if isinstance(m, nn.BatchNorm1d)][0].running_var
+    assert not torch.allclose(norm.running_var, mean_of_variances, rtol=0.05)  # the two differ
+
+
+@pytest.mark.parametrize("batches, examples, batch_size, expected", [
+    (200, None, 32, 200), (200, 100, 32, 4), (200, 1000, 32, 32), (200, 10000, 1024, 10),
+    (5, 3, 64, 1)])
+def test_precise_sample_in_examples_is_whole_batches_rounded_up(batches, examples, batch_size,
+                                                                expected):
+    assert precise_batch_count(batches, examples, batch_size) == expected
 
 
 def test_single_class_batches_hold_one_class_and_cover_everything():

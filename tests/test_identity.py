@@ -32,6 +32,12 @@ CONDITIONAL = {
     "probe.saturation": (["probe.activations=false"], "1.5", ["probe.activations=true"]),
     "eval.batch_size": (["eval.modes=[running]"], "32", ["eval.modes=[running,batch]"]),
     "eval.precise_batches": (["eval.modes=[running]"], "7", ["eval.modes=[running,precise]"]),
+    "eval.precise_examples": (["eval.modes=[running]", "eval.precise_examples=100"], "1000",
+                              ["eval.modes=[running,precise]", "eval.precise_examples=100"]),
+    "eval.precise_estimator": (["eval.modes=[running]", "eval.precise_estimator=population_variance"],
+                               "mean_of_batch_variances",
+                               ["eval.modes=[running,precise]",
+                                "eval.precise_estimator=population_variance"]),
     "train.classes_per_batch": (["train.sampler=iid", "train.classes_per_batch=2"], "4",
                                 ["train.sampler=class_clustered", "train.classes_per_batch=2"]),
 }

@@ -284,7 +284,7 @@ def test_pack_limits_and_runs_that_never_pack():
     assert group_packs([compose_config(f"seed={s}", "train.batch_size=512") for s in range(2)],
                        "2") == [[0, 1]]
     for override in ["optim=adam", "probe.activations=true", "probe.gradients=true",
-                     "train.trainable=random_matched"]:
+                     "train.trainable=random_matched", "train.freeze_norm_stats_at=0.5"]:
         cfg = compose_config(override)
         assert unpackable(cfg) is not None
         assert group_packs([cfg, compose_config(override, "seed=3")], "16") == [[0], [1]]

@@ -91,6 +91,30 @@ def test_a_scale_may_switch_the_model_and_the_dataset():
     assert placement.data.train_subset is None and placement.data.download is False  # offline
 
 
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("study", STUDIES)
+def test_what_a_study_sets_is_not_overridden_by_its_budget(study, scale):
+    """A study's base is composed before the scale's budget, so a key both set would silently
+    take the budget's value: a study changes such a key in its scale file instead."""
+    def leaves(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    base = yaml.safe_load((CONFIG_DIR / "studies" / f"{study}.yaml").read_text())
+    scale_file = yaml.safe_load((CONFIG_DIR / "experiment" / study / f"{scale}.yaml").read_text())
+    own = dict(leaves({k: v for k, v in scale_file.items() if k != "defaults"}))
+    composed = flatten(compose_config(f"experiment={study}/{scale}"))
+    for key, value in leaves({k: v for k, v in base.items() if k not in ("hydra", "question")}):
+        if key in own or (isinstance(value, str) and "${" in value):
+            continue
+        found = composed[key]
+        assert found == value or (isinstance(value, list) and list(found) == value), \
+            f"{study}/{scale}: {key}={value} in conf/studies/{study}.yaml is overridden ({found})"
+
+
 def test_a_shared_budget_is_written_once():
     """What every study's quick scale shares lives in budget/quick.yaml, not in its files."""
     quick = yaml.safe_load((CONFIG_DIR / "budget" / "quick.yaml").read_text())

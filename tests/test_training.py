@@ -5,6 +5,7 @@ import contextlib
 import copy
 import json
 import math
+import re
 from unittest.mock import ANY
 
 import pytest
@@ -105,6 +106,64 @@ def test_evaluating_every_n_steps_adds_test_rows_and_changes_no_step():
         {**r, "seconds": ANY} for r in plain_rows if r["split"] == "train"]
     assert [row["step"] for row in plain_rows if row["split"] == "test"] == [6, 12, 13]
     assert [row["step"] for row in rows if row["split"] == "test"] == [0, 4, 6, 8, 12, 13]
+
+
+def test_frozen_bn_equals_a_loop_that_switches_its_norms_to_eval_by_hand():
+    """FrozenBN (train.freeze_norm_stats_at=0.5 of 12 steps): the first 6 steps as usual, then
+    every BN layer in eval mode (its running statistics as they stood, no longer updated)
+    while gamma, beta and the weights keep training; evaluations in between (which restore
+    train mode) must not undo the freeze."""
+    cfg = compose_config("train.batch_size=16", "model.dropout=0.2")
+    split = _data()
+    normalize = PixelStandardizer(split.images)
+    torch.manual_seed(0)
+    model, norms = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
+    reference = copy.deepcopy(model)
+    optimizer = build_optimizer(model, cfg.optim)
+    fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, 12),
+                    TrainBatches(split, normalize, 16, False, seed=5),
+                    autocast_for(torch.device("cpu"), False))
+    fitter.freeze_statistics_at(6, norms.population_layers())
+    torch.manual_seed(1)
+    fitter.fit(StepPlan(12, log_every=4, eval_every=1, eval_every_steps=4),
+               lambda: {"test": evaluate(model, split, normalize, contextlib.nullcontext)},
+               lambda table, new: None)
+
+    plain = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    order_source = TrainBatches(split, normalize, 16, False, seed=5)
+    norm_layers = [m for m in reference.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert len(norm_layers) == len(norms.population_layers()) > 0
+    torch.manual_seed(1)
+    reference.train()
+    step, frozen_stats = 0, None
+    while step < 12:
+        for images, labels in order_source.epoch():
+            if step == 6:
+                for layer in norm_layers:
+                    layer.eval()  # by hand: normalise with the running statistics from now on
+                frozen_stats = [layer.running_var.clone() for layer in norm_layers]
+            loss = F.cross_entropy(reference(images), labels)
+            plain.zero_grad()
+            loss.backward()
+            plain.step()
+            step += 1
+            if step == 12:
+                break
+    for mine, theirs in zip(model.state_dict().values(), reference.state_dict().values()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    for layer, stats in zip(norm_layers, frozen_stats):
+        assert torch.equal(layer.running_var, stats)  # unchanged after the freeze
+    assert [layer.training for layer in norms.population_layers()] == [False] * len(norm_layers)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["norm=none", "train.freeze_norm_stats_at=0.5"], "needs running statistics"),
+    (["norm=group", "train.freeze_norm_stats_at=0.5"], "needs running statistics"),
+    (["train.freeze_norm_stats_at=1.0"], "[0, 1)"),
+])
+def test_frozen_bn_values_it_cannot_run_are_refused(overrides, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        validate(compose_config(*overrides))
 
 
 def test_non_finite_loss_stops_the_run_as_diverged():
