@@ -30,6 +30,7 @@ class Activation(Enum):
     sigmoid = "sigmoid"
     tanh = "tanh"
     gelu = "gelu"
+    identity = "identity"  # none: a deep linear network (Santurkar et al. 2018)
 
 
 class Init(Enum):
@@ -134,6 +135,9 @@ class NormConfig:
     r_max: float = 3.0  # batch_renorm: final clip of r = sigma_B / sigma (Ioffe 2017)
     d_max: float = 5.0  # batch_renorm: final clip of d = (mu_B - mu) / sigma
     renorm_warmup_steps: int = 5000  # batch_renorm: steps over which r_max/d_max ramp from 1/0
+    noise_mean: float = 0.5  # noisy_batch: per-unit mean shifts drawn from U(-noise_mean, noise_mean) each step
+    noise_scale: float = 2.0  # noisy_batch: per-unit scales drawn from U(1, noise_scale) each step
+    noise_std: float = 0.5  # noisy_batch: std of the per-example Gaussian noise added on top
 
 
 @dataclass
@@ -175,6 +179,7 @@ class TrainConfig:
 class ProbeConfig:
     activations: bool = False  # inputs of every activation and norm layer -> activations.csv
     gradients: bool = False  # per-layer gradient/weight norms, effective step -> gradients.csv
+    ics: bool = False  # Santurkar's internal covariate shift per weight layer -> ics.csv (bnexp.shift_probe)
     every: int = 50  # steps between samples (step 0 and the last step are always sampled)
     units: int = 8  # units per layer, a fixed seeded sample, whose percentiles are recorded
     saturation: float = 3.0  # |x| beyond which a sigmoid/tanh input counts as saturated
@@ -249,7 +254,8 @@ READ_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
     "train.eval_every_steps": lambda c: c.get("train.eval_every_steps") is not None,
     "train.classes_per_batch": lambda c: c.get("train.sampler") == "class_clustered",
     "data.subset_seed": lambda c: c.get("data.train_subset") is not None,
-    "probe.every": lambda c: bool(c.get("probe.activations") or c.get("probe.gradients")),
+    "probe.every": lambda c: bool(c.get("probe.activations") or c.get("probe.gradients")
+                                  or c.get("probe.ics")),
     "probe.units": lambda c: bool(c.get("probe.activations")),
     "probe.saturation": lambda c: bool(c.get("probe.activations")),
     "eval.batch_size": lambda c: bool({"batch", "homogeneous"} & set(c.get("eval.modes") or [])),

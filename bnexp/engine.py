@@ -156,7 +156,7 @@ class Fitter:
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step; returns the loss and the logits. With `probing`, the probes' hooks
         watch its forward and update."""
-        with self._probing("forward") if probing else NO_HOOKS, self.autocast():
+        with self._probing("forward", images, labels) if probing else NO_HOOKS, self.autocast():
             logits = self.forward(images)
             loss = F.cross_entropy(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -166,10 +166,11 @@ class Fitter:
         self.schedule.step()
         return loss, logits
 
-    def _probing(self, phase: str) -> contextlib.ExitStack:
+    def _probing(self, phase: str, *batch: torch.Tensor) -> contextlib.ExitStack:
+        """Every probe's `phase` context; the forward phase also hands them the batch."""
         hooks = contextlib.ExitStack()
         for probe in self.probes:
-            hooks.enter_context(getattr(probe, phase)(self.step_count))
+            hooks.enter_context(getattr(probe, phase)(self.step_count, *batch))
         return hooks
 
     def fit(self, plan: StepPlan, test: Callable[[], dict[str, tuple[float, float]]],

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from bnexp.config import Affine, ConfigError, NormConfig, Placement, Trainable
-from bnexp.normalizers import BatchRenorm, GhostBatchNorm, _RunningStatsNorm
+from bnexp.normalizers import BatchRenorm, GhostBatchNorm, NoisyBatchNorm, _RunningStatsNorm
 
 ActivationFactory = Callable[[], nn.Module]
 
@@ -66,6 +66,7 @@ class NormSpec:
     batch_statistics: bool  # normalises with statistics across the examples of a batch
     reads: tuple[str, ...] = COMMON_KEYS  # the norm.* keys it uses (the others cannot change a run)
     check: Callable[[NormConfig, NormUse], None] = _no_check  # ConfigError for what it cannot run
+    packs: bool = True  # bnexp.packed_model has its packed form (else its runs train alone)
 
 
 def _batch_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
@@ -94,6 +95,11 @@ def _ghost(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
     return GhostBatchNorm(channels, cfg.eps, cfg.momentum, cfg.virtual_batch_size)
 
 
+def _noisy_batch(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
+    return NoisyBatchNorm(channels, cfg.eps, cfg.momentum, cfg.noise_mean, cfg.noise_scale,
+                          cfg.noise_std)
+
+
 def _no_norm(channels: int, spatial_dims: int, cfg: NormConfig) -> None:
     return None
 
@@ -109,6 +115,13 @@ def _check_group(cfg: NormConfig, use: NormUse) -> None:
     if any(width % cfg.groups for width in use.widths):
         raise ConfigError(f"norm.groups={cfg.groups} must divide every layer's width "
                           f"{list(use.widths)} for norm.kind=group")
+
+
+def _check_noise(cfg: NormConfig, use: NormUse) -> None:
+    if cfg.noise_mean < 0 or cfg.noise_scale < 1 or cfg.noise_std < 0:
+        raise ConfigError(f"norm.noise_mean={cfg.noise_mean}, norm.noise_scale={cfg.noise_scale}, "
+                          f"norm.noise_std={cfg.noise_std} are invalid for norm.kind=noisy_batch: "
+                          "expected noise_mean >= 0, noise_scale >= 1, noise_std >= 0")
 
 
 NORMS: dict[str, NormSpec] = {
@@ -130,6 +143,11 @@ NORMS: dict[str, NormSpec] = {
     "ghost": NormSpec(_ghost, "batch norm over virtual batches of norm.virtual_batch_size "
                       "(Hoffer et al. 2017)", cancels_bias=True, batch_statistics=True,
                       reads=(*COMMON_KEYS, "virtual_batch_size"), check=_check_ghost),
+    "noisy_batch": NormSpec(_noisy_batch, "batch norm followed by noise whose per-unit mean "
+                            "and scale are redrawn every step (Santurkar et al. 2018)",
+                            cancels_bias=True, batch_statistics=True,
+                            reads=(*COMMON_KEYS, "noise_mean", "noise_scale", "noise_std"),
+                            check=_check_noise, packs=False),
 }
 
 

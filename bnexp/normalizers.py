@@ -1,4 +1,5 @@
-"""Normalizers PyTorch does not ship: batch renormalization and ghost batch norm.
+"""Normalizers PyTorch does not ship: batch renormalization, ghost batch norm and noisy batch
+norm (Santurkar et al.'s control).
 
 Both follow PyTorch's batch-norm conventions, so the factory treats them like BatchNorm:
 per-channel `weight` (gamma) and `bias` (beta) that `norm.affine` may remove, buffers
@@ -113,3 +114,37 @@ class GhostBatchNorm(_RunningStatsNorm):
             variances.append((var.detach() * count / max(1, count - 1)).reshape(-1, x.shape[1]))
         self._update(torch.cat(means).mean(0), torch.cat(variances).mean(0))
         return self._affine(torch.cat(outputs) if len(outputs) > 1 else outputs[0], shape)
+
+
+class NoisyBatchNorm(nn.BatchNorm1d):
+    """Batch norm whose output is made unstable on purpose (Santurkar et al. 2018, sec. 2.1,
+    "noisy BatchNorm"): in training, after BN (with gamma/beta), every unit j gets a mean
+    shift m_j ~ U(-noise_mean, noise_mean) and a scale s_j ~ U(1, noise_scale), redrawn at
+    every step, and every example its own Gaussian noise:
+
+        y_ij = s_j * BN(x)_ij + m_j + noise_std * z_ij,   z_ij ~ N(0, 1)
+
+    so each unit's output distribution has a non-zero mean and a non-unit variance that
+    change from step to step (a covariate shift far larger than a plain network's). The draws
+    come from the global torch generator, like dropout's masks. Eval mode is plain BN with
+    the running statistics. A BatchNorm1d for (N, C) and (N, C, H, W) alike: the statistics
+    are per channel either way."""
+
+    def __init__(self, channels: int, eps: float, momentum: float, noise_mean: float,
+                 noise_scale: float, noise_std: float):
+        super().__init__(channels, eps=eps, momentum=momentum)
+        self.noise_mean, self.noise_scale, self.noise_std = noise_mean, noise_scale, noise_std
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() not in (2, 4):
+            raise ValueError(f"expected 2D or 4D input (got {input.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if not self.training:
+            return y
+        _, shape = _channel_dims(x)
+        shift = (torch.rand(x.shape[1], device=x.device) * 2 - 1) * self.noise_mean
+        scale = 1 + torch.rand(x.shape[1], device=x.device) * (self.noise_scale - 1)
+        noise = torch.randn_like(y) * self.noise_std
+        return y * scale.view(shape) + shift.view(shape) + noise

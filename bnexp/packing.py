@@ -29,6 +29,7 @@ from typing import Optional
 from omegaconf import DictConfig
 
 from bnexp.config import Compile, OptimName, Trainable
+from bnexp.norm import NORMS
 from bnexp.identity import run_folder, semantic_config, study_dir, task_config
 from bnexp.sweep import compose_job
 
@@ -50,7 +51,7 @@ def unpackable(cfg: DictConfig) -> Optional[str]:
     """Why this run never trains in a pack, or None."""
     if cfg.optim.name != OptimName.sgd:
         return f"optim={cfg.optim.name.value} (packs implement SGD)"
-    if cfg.probe.activations or cfg.probe.gradients:
+    if cfg.probe.activations or cfg.probe.gradients or cfg.probe.ics:
         return "probes are on (they hook one model's layers)"
     if cfg.train.compile != Compile.off:
         return "train.compile is on"
@@ -58,6 +59,8 @@ def unpackable(cfg: DictConfig) -> Optional[str]:
         return "train.amp is on"
     if cfg.train.trainable == Trainable.random_matched:
         return "train.trainable=random_matched (its masks are one model's)"
+    if cfg.norm.kind in NORMS and not NORMS[cfg.norm.kind].packs:
+        return f"norm.kind={cfg.norm.kind} has no packed form"
     if cfg.train.freeze_norm_stats_at is not None:
         return "train.freeze_norm_stats_at is set (FrozenBN switches one model's norms)"
     return None

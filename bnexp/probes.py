@@ -1,7 +1,7 @@
 """Probes: statistics of the forward pass and of the update, taken on sampled steps.
 
-A probe attaches to one training step through context managers: `forward(step)` around the
-forward pass, `update(step)` around `optimizer.step()`. Hooks exist only inside those
+A probe attaches to one training step through context managers: `forward(step, images,
+labels)` around the forward pass, `update(step)` around `optimizer.step()`. Hooks exist only inside those
 contexts and are removed in `finally`. Statistics are reduced on the device into one small
 tensor per layer; `rows()` moves everything pending to the host in one transfer, so a probe
 costs nothing on the steps it does not sample.
@@ -76,7 +76,7 @@ class ActivationProbe:
         self.pending: list[tuple[int, int, torch.Tensor]] = []  # (step, layer, stats)
 
     @contextlib.contextmanager
-    def forward(self, step: int) -> Iterator[None]:
+    def forward(self, step: int, *batch: torch.Tensor) -> Iterator[None]:
         captured: dict[int, torch.Tensor] = {}
         handles = [module.register_forward_pre_hook(self._hook(captured, index))
                    for index, (_, module, _) in enumerate(self.targets)]
@@ -161,7 +161,7 @@ class GradientProbe:
         self.pending: list[tuple[int, torch.Tensor]] = []
 
     @contextlib.contextmanager
-    def forward(self, step: int) -> Iterator[None]:
+    def forward(self, step: int, *batch: torch.Tensor) -> Iterator[None]:
         yield
 
     @contextlib.contextmanager

@@ -73,6 +73,11 @@ TABLES: dict[str, Table] = {
         "step", "layer", "name", "followed_by_norm", "grad_norm", "weight_norm",
         "update_norm", "effective_step",  # update norm / weight norm
     ), required=("step", "layer", "name", "grad_norm", "weight_norm")),
+    "ics": Table("ics.csv", (
+        "step", "layer", "name",  # weight layers in parameter order
+        "grad_norm",  # ||G||: the layer's gradient at the step
+        "ics_l2", "ics_cosine",  # ||G - G'|| and cos(G, G'): G' after the earlier layers' update
+    ), required=("step", "layer", "ics_l2")),
     "norm_affine": Table("norm_affine.csv", (
         "layer", "name", "channel",  # norm layers in build order; channel within the layer
         "gamma", "beta",  # the learned scale and shift when training ended

@@ -21,6 +21,7 @@ from bnexp.models import MODELS, build_model
 from bnexp.norm import BlockFactory
 from bnexp.optim import FrozenElements, build_optimizer, build_schedule, effective_lr
 from bnexp.probes import ActivationProbe, GradientProbe
+from bnexp.shift_probe import ICSProbe
 
 TRAIN_EVAL_EXAMPLES = 10_000  # training examples re-scored in eval mode for the final train accuracy
 PRECISE_SEED_OFFSET = 104_729  # PreciseBN's training batches: their own seed, per evaluation
@@ -166,6 +167,8 @@ def _probes(cfg: DictConfig, model: nn.Module, norms: BlockFactory) -> list:
                                       cfg.probe.saturation, cfg.seed))
     if cfg.probe.gradients:
         probes.append(GradientProbe(model, norms.normalized_weights))
+    if cfg.probe.ics:
+        probes.append(ICSProbe(model))
     return probes
 
 

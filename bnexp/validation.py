@@ -151,7 +151,8 @@ def _validate_combinations(cfg: DictConfig) -> None:
                   cfg.train.freeze_norm_stats_at)
     if cfg.train.sampler == Sampler.class_clustered:
         _validate_clustered(cfg)
-    if cfg.train.compile != Compile.off and (cfg.probe.activations or cfg.probe.gradients):
+    if cfg.train.compile != Compile.off and (cfg.probe.activations or cfg.probe.gradients
+                                             or cfg.probe.ics):
         raise ConfigError("train.compile and probes do not mix: every probed step attaches "
                           "hooks, which forces a recompilation; set train.compile=off")
     if cfg.train.amp and cfg.train.device in (Device.cpu, Device.mps):

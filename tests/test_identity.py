@@ -59,7 +59,8 @@ def test_where_and_how_to_execute_is_not_part_of_the_hash(override):
 @pytest.mark.parametrize("override", ["seed=1", "optim.lr=0.05", "norm.placement=after",
                                       "train.batch_size=8", "model.activation=tanh",
                                       "data.train_subset=100", "train.log_every=10",
-                                      "train.sampler=class_clustered"])
+                                      "train.sampler=class_clustered", "probe.ics=true",
+                                      "norm=noisy_batch", "model.activation=identity"])
 def test_anything_that_changes_the_run_changes_the_hash(override):
     assert config_hash(compose_config(override)) != config_hash(compose_config())
 

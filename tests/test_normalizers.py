@@ -29,7 +29,8 @@ def norm_layer(*overrides: str, channels: int = 8, spatial: int = 0) -> nn.Modul
 
 LAYER_KINDS = [kind for kind in NORMS if norm_layer(f"norm={kind}") is not None]
 CHANGED = {"momentum": 0.5, "eps": 0.5, "groups": 2, "virtual_batch_size": 4, "r_max": 1.5,
-           "d_max": 0.5, "renorm_warmup_steps": 1}  # a different value of every layer key
+           "d_max": 0.5, "renorm_warmup_steps": 1, "noise_mean": 1.0, "noise_scale": 3.0,
+           "noise_std": 0.1}  # a different value of every layer key
 BLOCK_KEYS = {"placement", "affine"}  # read by the block around the layer (tested below)
 
 
@@ -38,7 +39,9 @@ def test_every_layer_key_has_a_changed_value_here():
 
 
 def outputs(layer: nn.Module, spatial: int) -> list[torch.Tensor]:
-    """Three training steps on fixed inputs, then an eval-mode forward."""
+    """Three training steps on fixed inputs, then an eval-mode forward (noisy batch norm's
+    noise drawn from a fixed seed)."""
+    torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     shape = (16, 8, 3, 3) if spatial else (16, 8)
     inputs = [torch.randn(shape, generator=generator) * 3 + 1 for _ in range(4)]
@@ -65,6 +68,7 @@ def test_cancels_bias_and_batch_statistics_match_the_layer(kind):
     step of a fresh layer (batch renorm starts as batch norm; later its d term carries a bias
     until the running mean has caught up with it)."""
     def first_step(x: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(0)  # noisy batch norm: the same noise for each forward compared
         return norm_layer(f"norm={kind}", "norm.virtual_batch_size=4").train()(x)
 
     x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))

@@ -5,11 +5,17 @@ from torch import nn
 
 from bnexp.config import Init
 
+class LinearActivation(nn.Identity):
+    """No nonlinearity (model.activation=identity): a deep linear network. Its own type, so
+    probes tell it from the other identities a model may hold."""
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
+    "identity": LinearActivation,
 }
 
 
