@@ -179,7 +179,9 @@ class TrainConfig:
 class ProbeConfig:
     activations: bool = False  # inputs of every activation and norm layer -> activations.csv
     gradients: bool = False  # per-layer gradient/weight norms, effective step -> gradients.csv
-    ics: bool = False  # Santurkar's internal covariate shift per weight layer -> ics.csv (bnexp.shift_probe)
+    ics: bool = False  # Santurkar's internal covariate shift per weight layer -> ics.csv (bnexp.optimization_probes)
+    landscape: bool = False  # loss and gradient along the step's gradient -> landscape.csv
+    landscape_steps: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])  # step sizes, in multiples of the step's LR
     every: int = 50  # steps between samples (step 0 and the last step are always sampled)
     units: int = 8  # units per layer, a fixed seeded sample, whose percentiles are recorded
     saturation: float = 3.0  # |x| beyond which a sigmoid/tanh input counts as saturated
@@ -255,7 +257,8 @@ READ_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
     "train.classes_per_batch": lambda c: c.get("train.sampler") == "class_clustered",
     "data.subset_seed": lambda c: c.get("data.train_subset") is not None,
     "probe.every": lambda c: bool(c.get("probe.activations") or c.get("probe.gradients")
-                                  or c.get("probe.ics")),
+                                  or c.get("probe.ics") or c.get("probe.landscape")),
+    "probe.landscape_steps": lambda c: bool(c.get("probe.landscape")),
     "probe.units": lambda c: bool(c.get("probe.activations")),
     "probe.saturation": lambda c: bool(c.get("probe.activations")),
     "eval.batch_size": lambda c: bool({"batch", "homogeneous"} & set(c.get("eval.modes") or [])),

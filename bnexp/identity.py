@@ -46,7 +46,8 @@ ADDED_WITH_DEFAULT = {  # keys added after runs were recorded without them, with
     # computes what those runs computed: hashed only at another value, so older folders keep
     # their ids and a relaunch finds them
     "train.sampler": "iid", "train.classes_per_batch": 1, "train.freeze_norm_stats_at": None,
-    "probe.ics": False, "eval.precise_examples": None, "eval.precise_estimator": "mean_of_batch_variances",
+    "probe.ics": False, "probe.landscape": False, "probe.landscape_steps": [0.5, 1.0, 2.0, 4.0],
+    "eval.precise_examples": None, "eval.precise_estimator": "mean_of_batch_variances",
 }
 NAME_KEYS = [  # the readable prefix, in this order; values only
     ("model.name", ""), ("norm.kind", ""), ("norm.placement", ""), ("norm.affine", "affine-"),

@@ -51,7 +51,7 @@ def unpackable(cfg: DictConfig) -> Optional[str]:
     """Why this run never trains in a pack, or None."""
     if cfg.optim.name != OptimName.sgd:
         return f"optim={cfg.optim.name.value} (packs implement SGD)"
-    if cfg.probe.activations or cfg.probe.gradients or cfg.probe.ics:
+    if cfg.probe.activations or cfg.probe.gradients or cfg.probe.ics or cfg.probe.landscape:
         return "probes are on (they hook one model's layers)"
     if cfg.train.compile != Compile.off:
         return "train.compile is on"

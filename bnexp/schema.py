@@ -78,6 +78,13 @@ TABLES: dict[str, Table] = {
         "grad_norm",  # ||G||: the layer's gradient at the step
         "ics_l2", "ics_cosine",  # ||G - G'|| and cos(G, G'): G' after the earlier layers' update
     ), required=("step", "layer", "ics_l2")),
+    "landscape": Table("landscape.csv", (
+        "step", "lr",  # the step's LR; the line is theta - m * lr * g for m in probe.landscape_steps
+        "loss",  # the batch loss at theta
+        "loss_min", "loss_max",  # along the line (theta included)
+        "grad_change",  # max ||g(eta) - g||
+        "beta_smoothness",  # max ||g(eta) - g|| / ||eta g||
+    ), required=("step", "loss_min", "loss_max")),
     "norm_affine": Table("norm_affine.csv", (
         "layer", "name", "channel",  # norm layers in build order; channel within the layer
         "gamma", "beta",  # the learned scale and shift when training ended

@@ -21,7 +21,7 @@ from bnexp.models import MODELS, build_model
 from bnexp.norm import BlockFactory
 from bnexp.optim import FrozenElements, build_optimizer, build_schedule, effective_lr
 from bnexp.probes import ActivationProbe, GradientProbe
-from bnexp.shift_probe import ICSProbe
+from bnexp.optimization_probes import ICSProbe, LandscapeProbe
 
 TRAIN_EVAL_EXAMPLES = 10_000  # training examples re-scored in eval mode for the final train accuracy
 PRECISE_SEED_OFFSET = 104_729  # PreciseBN's training batches: their own seed, per evaluation
@@ -141,7 +141,7 @@ def build_session(cfg: DictConfig, threads: Optional[int], data: Optional[dict] 
     lr = effective_lr(cfg.optim, cfg.train.batch_size)
     optimizer = build_optimizer(model, cfg.optim, lr)
     autocast = autocast_for(device, cfg.train.amp)
-    probes = _probes(cfg, model, norms)
+    probes = _probes(cfg, model, norms, optimizer)
     fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, total_steps),
                     batches, autocast, probes)
     if cfg.train.freeze_norm_stats_at is not None:
@@ -160,7 +160,8 @@ def build_session(cfg: DictConfig, threads: Optional[int], data: Optional[dict] 
                    trainable)
 
 
-def _probes(cfg: DictConfig, model: nn.Module, norms: BlockFactory) -> list:
+def _probes(cfg: DictConfig, model: nn.Module, norms: BlockFactory,
+            optimizer: torch.optim.Optimizer) -> list:
     probes: list = []
     if cfg.probe.activations:
         probes.append(ActivationProbe(model, norms.created, cfg.probe.units,
@@ -169,6 +170,8 @@ def _probes(cfg: DictConfig, model: nn.Module, norms: BlockFactory) -> list:
         probes.append(GradientProbe(model, norms.normalized_weights))
     if cfg.probe.ics:
         probes.append(ICSProbe(model))
+    if cfg.probe.landscape:
+        probes.append(LandscapeProbe(model, optimizer, cfg.probe.landscape_steps))
     return probes
 
 

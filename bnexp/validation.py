@@ -69,6 +69,9 @@ def validate(cfg: DictConfig) -> None:
          "an integer >= 1"),
         (cfg.probe.every >= 1, "probe.every", cfg.probe.every, "an integer >= 1"),
         (cfg.probe.units >= 1, "probe.units", cfg.probe.units, "an integer >= 1"),
+        (len(cfg.probe.landscape_steps) >= 1 and all(m > 0 for m in cfg.probe.landscape_steps),
+         "probe.landscape_steps", list(cfg.probe.landscape_steps),
+         "a non-empty list of multiples of the LR, each > 0"),
         (cfg.probe.saturation > 0, "probe.saturation", cfg.probe.saturation, "a number > 0"),
         (len(cfg.eval.modes) >= 1 and EvalMode.running in cfg.eval.modes, "eval.modes",
          [m.value for m in cfg.eval.modes], "a list that includes running"),
@@ -152,7 +155,7 @@ def _validate_combinations(cfg: DictConfig) -> None:
     if cfg.train.sampler == Sampler.class_clustered:
         _validate_clustered(cfg)
     if cfg.train.compile != Compile.off and (cfg.probe.activations or cfg.probe.gradients
-                                             or cfg.probe.ics):
+                                             or cfg.probe.ics or cfg.probe.landscape):
         raise ConfigError("train.compile and probes do not mix: every probed step attaches "
                           "hooks, which forces a recompilation; set train.compile=off")
     if cfg.train.amp and cfg.train.device in (Device.cpu, Device.mps):

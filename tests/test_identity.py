@@ -38,6 +38,9 @@ CONDITIONAL = {
                                "mean_of_batch_variances",
                                ["eval.modes=[running,precise]",
                                 "eval.precise_estimator=population_variance"]),
+    "probe.landscape_steps": (["probe.landscape=false", "probe.landscape_steps=[1.0,3.0]"],
+                              "[2.0]",
+                              ["probe.landscape=true", "probe.landscape_steps=[1.0,3.0]"]),
     "train.classes_per_batch": (["train.sampler=iid", "train.classes_per_batch=2"], "4",
                                 ["train.sampler=class_clustered", "train.classes_per_batch=2"]),
 }
@@ -59,7 +62,7 @@ def test_where_and_how_to_execute_is_not_part_of_the_hash(override):
 @pytest.mark.parametrize("override", ["seed=1", "optim.lr=0.05", "norm.placement=after",
                                       "train.batch_size=8", "model.activation=tanh",
                                       "data.train_subset=100", "train.log_every=10",
-                                      "train.sampler=class_clustered", "probe.ics=true",
+                                      "train.sampler=class_clustered", "probe.ics=true", "probe.landscape=true",
                                       "norm=noisy_batch", "model.activation=identity"])
 def test_anything_that_changes_the_run_changes_the_hash(override):
     assert config_hash(compose_config(override)) != config_hash(compose_config())

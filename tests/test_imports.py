@@ -15,7 +15,7 @@ TIERS = [  # a module may import only from tiers before its own (report: also wi
     {"bnexp.samplers", "bnexp.datasets", "bnexp.records", "bnexp.lock", "bnexp.norm", "bnexp.optim",
      "bnexp.models.layers"},
     {"bnexp.loader", "bnexp.identity", "bnexp.checkpoint", "bnexp.models.mlp", "bnexp.models.resnet",
-     "bnexp.probes", "bnexp.shift_probe"},
+     "bnexp.probes", "bnexp.optimization_probes"},
     {"bnexp.models", "bnexp.engine", "bnexp.packed_model", "bnexp.packed_data"},
     {"bnexp.evaluation", "bnexp.validation", "bnexp.help", "bnexp.packed_optim"},
     {"bnexp.session", "bnexp.sweep"},

@@ -17,7 +17,7 @@ from bnexp.loader import DeviceSplit, PixelStandardizer, TrainBatches
 from bnexp.models import build_model
 from bnexp.models.layers import LinearActivation
 from bnexp.optim import build_optimizer, build_schedule
-from bnexp.shift_probe import ICSProbe
+from bnexp.optimization_probes import ICSProbe, LandscapeProbe
 from bnexp.validation import validate
 
 
@@ -27,13 +27,16 @@ def _data(count=64, seed=0):
     return DeviceSplit(images, torch.randint(0, 10, (count,), generator=generator))
 
 
-def _fit(cfg, probes: bool, steps: int, dropout_seed: int = 1):
+def _fit(cfg, probes: bool, steps: int, dropout_seed: int = 1, kind=ICSProbe):
     split = _data()
     torch.manual_seed(0)
     model, _ = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
     start = copy.deepcopy(model)
     optimizer = build_optimizer(model, cfg.optim)
-    probe = [ICSProbe(model)] if probes else []
+    probe = []
+    if probes:
+        probe = [ICSProbe(model) if kind is ICSProbe else LandscapeProbe(model, optimizer,
+                                                                          [0.5, 2.0])]
     fitter = Fitter(model, optimizer, build_schedule(optimizer, cfg.optim, steps),
                     TrainBatches(split, PixelStandardizer(split.images), 16, False, seed=5),
                     autocast_for(torch.device("cpu"), False), probe)
@@ -81,20 +84,55 @@ def test_ics_equals_two_explicit_gradients_per_layer(norm):
     assert max(row["ics_l2"] for row in ics) > 0
 
 
+@pytest.mark.parametrize("kind", [ICSProbe, LandscapeProbe])
 @pytest.mark.parametrize("norm", ["batch", "noisy_batch"])
-def test_a_run_is_bit_identical_with_the_ics_probe_on_and_off(norm):
+def test_a_run_is_bit_identical_with_a_probe_on_and_off(norm, kind):
     """Dropout and noisy BN draw from the global generator: the probe's extra passes replay
     and then restore it, and work on a copy, so weights, running statistics and rows match."""
     cfg = compose_config(f"norm={norm}", "model.depth=2", "model.width=16",
                          "model.dropout=0.3")
     plain, _, plain_rows, _ = _fit(cfg, probes=False, steps=8)
-    probed, _, probed_rows, _ = _fit(cfg, probes=True, steps=8)
+    probed, _, probed_rows, _ = _fit(cfg, probes=True, steps=8, kind=kind)
     for (name, a), b in zip(plain.state_dict().items(), probed.state_dict().values()):
         assert torch.equal(a, b), name
     train = [{k: v for k, v in r.items() if k != "seconds"} for r in plain_rows]
     assert train == [{k: v for k, v in r.items() if k != "seconds"}
-                     for r in probed_rows if "ics_l2" not in r]
-    assert len([r for r in probed_rows if "ics_l2" in r]) == 5 * 3  # steps 0, 2, 4, 6, 7 (the last)
+                     for r in probed_rows if "split" in r]
+    probe_rows = [r for r in probed_rows if "split" not in r]
+    layers = 3 if kind is ICSProbe else 1
+    assert len(probe_rows) == 5 * layers  # steps 0, 2, 4, 6, 7 (the last)
+
+
+def test_landscape_equals_losses_and_gradients_along_the_gradient_by_hand():
+    cfg = compose_config("norm=batch", "model.depth=2", "model.width=16", "optim.momentum=0",
+                         "optim.lr=0.2")
+    _, start, rows, split = _fit(cfg, probes=True, steps=1, kind=LandscapeProbe)
+    (row,) = [r for r in rows if "split" not in r]
+    images, labels = next(TrainBatches(split, PixelStandardizer(split.images), 16, False,
+                                       seed=5).epoch())
+
+    def loss_and_grad(shift: float, direction=None):
+        model = copy.deepcopy(start).train()
+        if direction is not None:
+            with torch.no_grad():
+                for parameter, g in zip(model.parameters(), direction):
+                    parameter.sub_(shift * g)
+        loss = F.cross_entropy(model(images), labels)
+        return loss.item(), torch.cat([g.flatten() for g in torch.autograd.grad(
+            loss, list(model.parameters()))])
+
+    loss, g = loss_and_grad(0.0)
+    shape = [p.shape for p in start.parameters()]
+    direction = [part.view(s) for part, s in zip(g.split([s.numel() for s in shape]), shape)]
+    moved = {m: loss_and_grad(m * 0.2, direction) for m in (0.5, 2.0)}
+    losses = [loss] + [value for value, _ in moved.values()]
+    changes = {m: (grad - g).norm().item() for m, (_, grad) in moved.items()}
+    assert row["lr"] == pytest.approx(0.2) and row["loss"] == pytest.approx(loss, rel=1e-5)
+    assert row["loss_min"] == pytest.approx(min(losses), rel=1e-5)
+    assert row["loss_max"] == pytest.approx(max(losses), rel=1e-5)
+    assert row["grad_change"] == pytest.approx(max(changes.values()), rel=1e-4)
+    assert row["beta_smoothness"] == pytest.approx(
+        max(change / (m * 0.2 * g.norm().item()) for m, change in changes.items()), rel=1e-4)
 
 
 def test_noisy_batch_norm_is_bn_then_per_step_shift_scale_and_noise():
