@@ -64,7 +64,8 @@ def blocks(results: Path, runs: pd.DataFrame, summary: pd.DataFrame, verdicts: p
                    {(i, 0): name for i, name in enumerate(FILES)}),
         *([page.Paragraph("The probe figures read " + ", ".join(f"`{n}`" for n in probe_tables)
                           + ", also written here (one row per probed event, with each run's "
-                          "factors; large, so not committed with the curated reports).")]
+                          "factors; the curated reports commit the small ICS and landscape tables, "
+                          "not the large activation, gradient and γ/β ones).")]
           if probe_tables else []),
         page.Heading("Runs"),
         _runs_table(runs, factors, question.metric),
