@@ -209,7 +209,9 @@ def measure(args: argparse.Namespace, scratch: Path) -> list[dict]:
         variants += [("probe.activations every 50", ["probe.activations=true"], a),
                      ("probe.activations every 1", ["probe.activations=true", "probe.every=1"], a),
                      ("probe.gradients every 50", ["probe.gradients=true"], a),
-                     ("probe.gradients every 1", ["probe.gradients=true", "probe.every=1"], a)]
+                     ("probe.gradients every 1", ["probe.gradients=true", "probe.every=1"], a),
+                     ("probe.ics every 50", ["probe.ics=true"], a),
+                     ("probe.landscape every 50", ["probe.landscape=true"], a)]
     for model in models:
         extra = data_overrides(model, scratch, args.quick)
         for batch in batches:
