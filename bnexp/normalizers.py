@@ -126,8 +126,10 @@ class NoisyBatchNorm(nn.BatchNorm1d):
 
     so each unit's output distribution has a non-zero mean and a non-unit variance that
     change from step to step (a covariate shift far larger than a plain network's). The draws
-    come from the global torch generator, like dropout's masks. Eval mode is plain BN with
-    the running statistics. A BatchNorm1d for (N, C) and (N, C, H, W) alike: the statistics
+    come from the global torch generator, like dropout's masks. Eval mode uses the noise's
+    expectation, as inverted dropout does: BN with the running statistics, scaled by
+    E[s_j] = (1 + noise_scale) / 2 (E[m_j] = E[z_ij] = 0); plain BN output at test time would
+    be 1/E[s] of what the next layer was trained on. A BatchNorm1d for (N, C) and (N, C, H, W) alike: the statistics
     are per channel either way."""
 
     def __init__(self, channels: int, eps: float, momentum: float, noise_mean: float,
@@ -142,7 +144,7 @@ class NoisyBatchNorm(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = super().forward(x)
         if not self.training:
-            return y
+            return y * ((1 + self.noise_scale) / 2)
         _, shape = _channel_dims(x)
         shift = (torch.rand(x.shape[1], device=x.device) * 2 - 1) * self.noise_mean
         scale = 1 + torch.rand(x.shape[1], device=x.device) * (self.noise_scale - 1)
