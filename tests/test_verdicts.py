@@ -12,8 +12,8 @@ from scipy import stats as scipy_stats
 from bnexp.report.build import Options, build_report
 from bnexp.report.metrics import metric_info
 from bnexp.report.outcomes import mark_failed_to_train, to_target
-from bnexp.report.verdicts import (Comparison, Paired, compare, paired_differences,
-                                   paired_interval, verdict)
+from bnexp.report.verdicts import (Comparison, Paired, compare, comparisons_from_config,
+                                   paired_differences, paired_interval, verdict)
 from test_report import write_run
 
 ACCURACY = metric_info("final_test_accuracy")
@@ -80,6 +80,20 @@ def test_compare_pairs_by_seed_within_cells_and_names_what_it_left_out():
     assert after["contrast_not_completed"] == 1
     with pytest.raises(ValueError, match="no run has norm.kind=group"):
         compare(runs, ["norm.kind"], Comparison("norm.kind", "group"), "final_test_accuracy")
+
+
+def test_a_null_setting_is_a_reference_named_null():
+    """train.freeze_norm_stats_at=null reads back as NaN; a comparison names it `null` (or
+    `None`, as a YAML string keeps Python's spelling) and pairs against it by seed."""
+    runs = pd.DataFrame({"seed": [0, 1, 0, 1], "status": ["completed"] * 4,
+                         "train.freeze_norm_stats_at": [math.nan, math.nan, 0.8, 0.8],
+                         "final_test_accuracy": [0.80, 0.82, 0.83, 0.86]})
+    for reference in ("null", "None"):
+        (comparison,) = comparisons_from_config([{"factor": "train.freeze_norm_stats_at",
+                                                  "reference": reference}])
+        table = compare(runs, ["train.freeze_norm_stats_at"], comparison, "final_test_accuracy")
+        assert comparison.reference == "null" and list(table["contrast"]) == ["0.8"]
+        assert table.iloc[0]["n"] == 2 and table.iloc[0]["mean"] == pytest.approx(0.035)
 
 
 def test_each_side_at_its_best_setting_pairs_best_against_best():

@@ -12,7 +12,7 @@ from bnexp.report import page
 from bnexp.report.metrics import metric_info
 from bnexp.report.question import Question
 from bnexp.report.stats import sort_key, summary_cells
-from bnexp.report.verdicts import signed
+from bnexp.report.verdicts import signed, text
 from bnexp.schema import REPORTED
 
 HEADLINE_KEYS = [  # what the page names first among the settings held fixed
@@ -181,7 +181,7 @@ def _fixed_text(fixed: dict) -> str:
 
 def _varied(runs: pd.DataFrame, factors: list[str]) -> str:
     varied = "; ".join(
-        f"`{f}`: {', '.join(sorted(runs[f].astype(str).unique(), key=sort_key))}"
+        f"`{f}`: {', '.join(sorted(runs[f].map(text).unique(), key=sort_key))}"
         for f in factors) or "nothing (a single variant)"
     seeds = sorted(runs["seed"].astype(str).unique(), key=sort_key) if "seed" in runs else []
     return f"Factors: {varied}. Replicates: seeds {', '.join(seeds) or '–'}."

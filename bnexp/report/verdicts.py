@@ -79,8 +79,11 @@ def paired_interval(differences: pd.Series) -> Paired:
 
 
 def text(value: object) -> str:
-    """A factor value as the text comparisons match on (0.1 -> '0.1', 64.0 -> '64')."""
-    return f"{value:g}" if isinstance(value, float) and not math.isnan(value) else str(value)
+    """A factor value as the text comparisons match on (0.1 -> '0.1', 64.0 -> '64'; a null
+    config value, NaN in a table, -> 'null', as a command line spells it)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "null"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _matches(runs: pd.DataFrame, key: str, value: str, wildcard: bool) -> pd.Series:
@@ -227,8 +230,14 @@ def comparisons_from_config(values: object) -> list[Comparison]:
     if isinstance(values, str):
         values = json.loads(values)
     keys = [field.name for field in fields(Comparison)]  # the keys ComparisonConfig declares
-    return [Comparison(**{key: text(item[key]) for key in keys if item.get(key) is not None})
-            for item in values or []]
+    return [Comparison(**{key: _null_word(text(item[key])) for key in keys
+                          if item.get(key) is not None}) for item in values or []]
+
+
+def _null_word(value: str) -> str:
+    """A comparison value naming a null config value: `null` (as runs.csv writes it); `None`
+    is read the same (Python's spelling, which YAML keeps as text)."""
+    return "null" if value == "None" else value
 
 
 def signed(value: Optional[float], info: Metric) -> str:
