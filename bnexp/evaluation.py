@@ -127,13 +127,13 @@ class _MeanOfBatchVariances:
 
 class _PopulationVariance:
     """Per channel: the mean and unbiased variance of every sampled input value, from
-    float64 sums of x and x^2."""
+    float64 sums of x and x^2 (float32 on MPS)."""
 
     def __init__(self):
         self.count, self.total, self.squares = 0, 0.0, 0.0
 
     def add(self, x: torch.Tensor, dims: list[int]) -> None:
-        x = x.double()
+        x = x if x.device.type == "mps" else x.double()  # MPS has no float64
         self.count += x.numel() // x.shape[1]
         self.total = self.total + x.sum(dims)
         self.squares = self.squares + x.square().sum(dims)
