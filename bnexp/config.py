@@ -242,6 +242,14 @@ class Config:
     question: QuestionConfig = field(default_factory=QuestionConfig)
 
 
+PROBE_SWITCHES = ("activations", "gradients", "ics", "landscape")  # the probe.* keys that turn one on
+
+
+def probes_on(probe: Any) -> bool:
+    """Whether any probe is on (`probe`: the config's probe node)."""
+    return any(getattr(probe, name) for name in PROBE_SWITCHES)
+
+
 # When a key is read: a key not read under a config cannot change the run, so it is left out of
 # the run's identity and shown as n/a in reports. The norm registry says the same of norm.*
 # keys (bnexp.norm.NormSpec.reads). Each condition takes the flat config ({'optim.schedule':
@@ -256,8 +264,7 @@ READ_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
     "train.eval_every_steps": lambda c: c.get("train.eval_every_steps") is not None,
     "train.classes_per_batch": lambda c: c.get("train.sampler") == "class_clustered",
     "data.subset_seed": lambda c: c.get("data.train_subset") is not None,
-    "probe.every": lambda c: bool(c.get("probe.activations") or c.get("probe.gradients")
-                                  or c.get("probe.ics") or c.get("probe.landscape")),
+    "probe.every": lambda c: any(c.get(f"probe.{name}") for name in PROBE_SWITCHES),
     "probe.landscape_steps": lambda c: bool(c.get("probe.landscape")),
     "probe.units": lambda c: bool(c.get("probe.activations")),
     "probe.saturation": lambda c: bool(c.get("probe.activations")),

@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bnexp.config import READ_WHEN, QuestionConfig, flatten
+from bnexp.config import READ_WHEN, Config, QuestionConfig, flatten
 from bnexp.norm import unused_keys
 
 EXECUTION_KEYS = {
@@ -42,13 +42,15 @@ NOT_SEMANTIC = EXECUTION_KEYS | DESCRIPTIVE_KEYS | {
     "data.root", "data.download",  # where the data is found, not which data (checksummed)
 }
 ADDED_SINCE_V1 = {"train.eval_every_steps"}  # keys v1 never saw: hashed there only when set
-ADDED_WITH_DEFAULT = {  # keys added after runs were recorded without them, with the value that
-    # computes what those runs computed: hashed only at another value, so older folders keep
-    # their ids and a relaunch finds them
-    "train.sampler": "iid", "train.classes_per_batch": 1, "train.freeze_norm_stats_at": None,
-    "probe.ics": False, "probe.landscape": False, "probe.landscape_steps": [0.5, 1.0, 2.0, 4.0],
-    "eval.precise_examples": None, "eval.precise_estimator": "mean_of_batch_variances",
-}
+ADDED_LATER = (  # keys added after runs were recorded without them; their schema default
+    # computes what those runs computed, so they are hashed only at another value: older
+    # folders keep their ids and a relaunch finds them
+    "train.sampler", "train.classes_per_batch", "train.freeze_norm_stats_at",
+    "probe.ics", "probe.landscape", "probe.landscape_steps",
+    "eval.precise_examples", "eval.precise_estimator",
+)
+ADDED_WITH_DEFAULT = {key: value for key, value in flatten(OmegaConf.structured(Config)).items()
+                      if key in ADDED_LATER}  # the defaults, read from the schema
 NAME_KEYS = [  # the readable prefix, in this order; values only
     ("model.name", ""), ("norm.kind", ""), ("norm.placement", ""), ("norm.affine", "affine-"),
     ("train.batch_size", "bs"), ("optim.lr", "lr"), ("seed", "s"),

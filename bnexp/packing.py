@@ -28,7 +28,7 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from bnexp.config import Compile, OptimName, Trainable
+from bnexp.config import Compile, OptimName, Trainable, probes_on
 from bnexp.norm import NORMS
 from bnexp.identity import run_folder, semantic_config, study_dir, task_config
 from bnexp.sweep import compose_job
@@ -51,7 +51,7 @@ def unpackable(cfg: DictConfig) -> Optional[str]:
     """Why this run never trains in a pack, or None."""
     if cfg.optim.name != OptimName.sgd:
         return f"optim={cfg.optim.name.value} (packs implement SGD)"
-    if cfg.probe.activations or cfg.probe.gradients or cfg.probe.ics or cfg.probe.landscape:
+    if probes_on(cfg.probe):
         return "probes are on (they hook one model's layers)"
     if cfg.train.compile != Compile.off:
         return "train.compile is on"

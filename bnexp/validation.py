@@ -13,7 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from bnexp.config import Compile, Config, ConfigError, Device, EvalMode, OptimName, Sampler
+from bnexp.config import (Compile, Config, ConfigError, Device, EvalMode, OptimName, Sampler,
+                          probes_on)
 from bnexp.datasets import DATASETS
 from bnexp.models import MODELS, norm_use
 from bnexp.norm import NORMS, validate_norm
@@ -154,8 +155,7 @@ def _validate_combinations(cfg: DictConfig) -> None:
                   cfg.train.freeze_norm_stats_at)
     if cfg.train.sampler == Sampler.class_clustered:
         _validate_clustered(cfg)
-    if cfg.train.compile != Compile.off and (cfg.probe.activations or cfg.probe.gradients
-                                             or cfg.probe.ics or cfg.probe.landscape):
+    if cfg.train.compile != Compile.off and probes_on(cfg.probe):
         raise ConfigError("train.compile and probes do not mix: every probed step attaches "
                           "hooks, which forces a recompilation; set train.compile=off")
     if cfg.train.amp and cfg.train.device in (Device.cpu, Device.mps):

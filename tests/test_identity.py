@@ -12,7 +12,8 @@ import pytest
 
 from bnexp.compose import compose_config
 from bnexp.config import READ_WHEN
-from bnexp.identity import accepted_hashes, config_hash, run_id, semantic_config
+from bnexp.identity import (ADDED_LATER, ADDED_WITH_DEFAULT, accepted_hashes, config_hash,
+                            run_id, semantic_config)
 from bnexp.records import checkout_commit
 from bnexp.run import run
 from helpers import run_bnexp, run_folders
@@ -85,6 +86,7 @@ def test_keys_added_since_do_not_move_existing_runs():
     """Hashes computed by bnexp before train.eval_every_steps, train.sampler and question.*
     existed (current rule, then identity v1): the same configs must still find the same
     folders."""
+    assert set(ADDED_WITH_DEFAULT) == set(ADDED_LATER)  # every key named is a schema key
     assert accepted_hashes(compose_config()) == ["3ee28a5de9", "bd7e9184c4"]
     assert accepted_hashes(compose_config("norm=ghost", "train.batch_size=32",
                                           "model.init=normal", "seed=2")) == [
