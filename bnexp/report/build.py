@@ -13,6 +13,7 @@ from bnexp.report import diagnostics, layout, plots, question as questions, sect
 from bnexp.report.collect import Collection, collect
 from bnexp.report.metrics import axis_label
 from bnexp.report.outcomes import chance_accuracy, to_target
+from bnexp.report.probe_outcomes import probe_outcomes
 from bnexp.report.stats import METRICS, detect_factors, held_fixed, summarize
 from bnexp.report.verdicts import compare
 from bnexp.schema import Status
@@ -61,8 +62,11 @@ def build_report(results: Path, out: Optional[Path] = None, options: Optional[Op
                              f"{', '.join(factors) or 'none'}")
     question = questions.resolve(data.runs, factors, options.metric, options.target,
                                  options.baselines)
+    derived = probe_outcomes(data.extras)
+    data.runs = data.runs.merge(derived, on="run", how="left")
     metrics = [*METRICS, "effective_lr",
-               *sorted(c for c in data.runs if c.startswith(diagnostics.MODE_PREFIX))]
+               *sorted(c for c in data.runs if c.startswith(diagnostics.MODE_PREFIX)),
+               *[c for c in derived if c != "run"]]
     if question.target is not None and not data.curves.empty:
         data.runs = data.runs.merge(to_target(data.curves, question.target), on="run", how="left")
         metrics += TARGET_METRICS

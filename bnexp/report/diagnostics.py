@@ -13,12 +13,12 @@ from matplotlib.ticker import MaxNLocator
 
 from bnexp.report import layout, plots
 from bnexp.report.collect import Collection
+from bnexp.report.probe_outcomes import GAMMA_OFF, dead_fraction
 from bnexp.report.stats import label, sort_key, summarize, t_interval
 from bnexp.schema import FINISHED, Status
 
 MAX_PANELS = 16
 MODE_PREFIX = "final_test_accuracy_"  # + batch | homogeneous | precise; running is unsuffixed
-GAMMA_OFF = 0.05  # |gamma| below this switches a channel (nearly) off
 PROBED = (*FINISHED, Status.failed_to_train)  # runs whose probe tables are drawn: all that ran
 
 
@@ -133,7 +133,7 @@ def saturation(data: Collection, roles: layout.Roles, palette: layout.Palette) -
                       alpha=0.35 + 0.65 * (depth + 1) / len(layers), label=f"layer {depth}")
         sampled = rows[rows["unit"].astype(str) != "all"]
         last = sampled[sampled["step"] == sampled.groupby("run")["step"].transform("max")]
-        dead = (last["saturated"] >= 1.0).mean() if len(last) else np.nan
+        dead = dead_fraction(last)
         axis.set_title("\n".join(t for t in (label(where) if where else "", name,
                                               f"dead units at the end: {dead:.0%}") if t),
                        fontsize=8)

@@ -19,7 +19,7 @@ class Metric:
     scale: float = 1.0  # value x scale = value in `unit` (fractions shown as points)
     low: Optional[float] = None  # smallest possible value, None: unbounded
     high: Optional[float] = None
-    higher_is_better: bool = True
+    higher_is_better: Optional[bool] = True  # None: a measure, neither side better
 
     @property
     def span(self) -> float:
@@ -56,6 +56,19 @@ METRIC_INFO: dict[str, Metric] = {
                                  low=0.0, higher_is_better=False),
     "steps_to_target": Metric("SGD steps to reach the target test accuracy", "steps", low=0.0,
                               higher_is_better=False),
+    # measures of the network, not scores (bnexp.report.probe_outcomes): neither side is better
+    "dead_units": Metric("dead units at the end (fraction of sampled units)", "points",
+                         100.0, 0.0, 1.0, None),
+    "saturated_inputs": Metric("activation inputs on the flat side at the end (fraction)",
+                               "points", 100.0, 0.0, 1.0, None),
+    "gamma_off": Metric("norm channels with |gamma| < 0.05 at the end (fraction)", "points",
+                        100.0, 0.0, 1.0, None),
+    "effective_step": Metric("effective step ||update|| / ||weight|| (mean over training)",
+                             "ratio", low=0.0, higher_is_better=None),
+    "initial_effective_step": Metric("effective step at the first probe", "ratio", low=0.0,
+                                     higher_is_better=None),
+    "weight_norm_growth": Metric("normalized weights' norm, last / first probe", "ratio",
+                                 low=0.0, higher_is_better=None),
 }
 MODES = ("batch", "homogeneous", "precise")  # eval modes whose keys carry a suffix
 

@@ -190,6 +190,8 @@ def _row(comparison: Comparison, value: str, where: dict, reference: pd.DataFram
 
 def _fmt(value: float, info: Metric, sign: bool = True) -> str:
     scaled = value * info.scale
+    if info.unit == "ratio":  # spans decades (an effective step of 1e-4 or 0.3)
+        return f"{scaled:{'+' if sign else ''}.3g}"
     digits = 1 if info.unit == "points" else 3 if info.unit == "nats" else 0 if \
         info.unit in ("examples", "steps") else 2
     return f"{scaled:{'+' if sign else ''},.{digits}f}"
@@ -207,6 +209,9 @@ def verdict(stats: Paired, info: Metric) -> str:
         return (f"unresolved at n = {stats.n}: {interval} is wider than the metric's whole "
                 "range")
     if stats.low > 0 or stats.high < 0:
+        if info.higher_is_better is None:  # a measure: its direction, not a judgement
+            return f"{interval}, resolved at n = {stats.n}: contrast " \
+                   f"{'higher' if stats.low > 0 else 'lower'}"
         better = (stats.low > 0) == info.higher_is_better
         return f"{interval}, resolved at n = {stats.n}: contrast {'better' if better else 'worse'}"
     bound = max(abs(stats.low), abs(stats.high))
