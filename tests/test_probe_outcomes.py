@@ -58,6 +58,25 @@ def test_outcomes_are_the_values_counted_by_hand():
     assert row["weight_norm_growth"] == pytest.approx((4.0 / 2.0 + 6.0 / 4.0) / 2)
 
 
+def test_santurkar_measures_average_the_settled_steps_by_hand():
+    ics = pd.DataFrame({"step": [0, 0, 100, 100, 150, 150], "layer": [0, 1] * 3,
+                        "name": "w", "grad_norm": [9.0, 9.0, 2.0, 4.0, 1.0, 2.0],
+                        "ics_l2": [5.0, 5.0, 0.2, 0.4, 0.3, 0.1],
+                        "ics_cosine": [0.0, 0.0, 0.9, 0.8, 1.0, 0.7], "run": "a"})
+    landscape = pd.DataFrame({"step": [0, 100, 150], "lr": 0.1, "loss": 1.0,
+                              "loss_min": [0.0, 0.5, 0.2], "loss_max": [9.0, 0.9, 0.3],
+                              "grad_change": [7.0, 0.4, 0.2],
+                              "beta_smoothness": [70.0, 4.0, 6.0], "run": "a"})
+    row = probe_outcomes({"ics": ics, "landscape": landscape}).set_index("run").loc["a"]
+    # step 0 (the initialisation) is left out; the rest averaged over steps and layers
+    assert row["ics_l2"] == pytest.approx((0.2 + 0.4 + 0.3 + 0.1) / 4)
+    assert row["ics_relative"] == pytest.approx((0.2 / 2 + 0.4 / 4 + 0.3 / 1 + 0.1 / 2) / 4)
+    assert row["ics_cosine"] == pytest.approx((0.9 + 0.8 + 1.0 + 0.7) / 4)
+    assert row["loss_range"] == pytest.approx((0.4 + 0.1) / 2)
+    assert row["grad_change"] == pytest.approx((0.4 + 0.2) / 2)
+    assert row["beta_smoothness"] == pytest.approx((4.0 + 6.0) / 2)
+
+
 def test_a_run_without_a_table_has_no_value_not_zero():
     outcomes = probe_outcomes({"activations": pd.concat([_activation_rows("a"),
                                                          _activation_rows("b")]),

@@ -69,6 +69,18 @@ METRIC_INFO: dict[str, Metric] = {
                                      higher_is_better=None),
     "weight_norm_growth": Metric("normalized weights' norm, last / first probe", "ratio",
                                  low=0.0, higher_is_better=None),
+    "ics_l2": Metric("ICS ||G − G′|| (Santurkar et al.; mean over layers and steps)", "ratio",
+                     low=0.0, higher_is_better=None),
+    "ics_relative": Metric("ICS relative to the gradient, ||G − G′|| / ||G||", "ratio",
+                           low=0.0, higher_is_better=None),
+    "ics_cosine": Metric("cos(G, G′) (Santurkar et al.)", "ratio", low=-1.0, high=1.0,
+                         higher_is_better=None),
+    "loss_range": Metric("loss range along the gradient (nats)", "nats", low=0.0,
+                         higher_is_better=None),
+    "grad_change": Metric("largest gradient change along the gradient", "ratio", low=0.0,
+                          higher_is_better=None),
+    "beta_smoothness": Metric("effective β-smoothness along the gradient", "ratio", low=0.0,
+                              higher_is_better=None),
 }
 MODES = ("batch", "homogeneous", "precise")  # eval modes whose keys carry a suffix
 

@@ -13,7 +13,12 @@ compare them seed by seed like any other metric (`question.comparisons[].metric`
   and every probed step, and `initial_effective_step`, the same at the first probed step;
 - `weight_norm_growth`: those weights' norm at the last probe over their norm at the first,
   mean over the layers (an update orthogonal to a scale-invariant weight only grows its norm,
-  which shrinks every later effective step).
+  which shrinks every later effective step);
+- Santurkar et al.'s measures (ics.csv, landscape.csv), means over the probed steps from
+  `SETTLED_STEP` on (the first steps measure the initialisation, not training) and over the
+  weight layers: `ics_l2` (||G - G'||), `ics_relative` (||G - G'|| / ||G||), `ics_cosine`
+  (cos(G, G')), and along the gradient `loss_range` (max - min loss), `grad_change` (max
+  ||g(eta) - g||) and `beta_smoothness` (max ||g(eta) - g|| / ||eta g||).
 """
 from __future__ import annotations
 
@@ -21,8 +26,7 @@ import pandas as pd
 
 GAMMA_OFF = 0.05  # |gamma| below this switches a channel (nearly) off
 DEAD = 1.0  # a unit's probed inputs all on the flat side
-OUTCOMES = ("dead_units", "saturated_inputs", "gamma_off", "effective_step",
-            "initial_effective_step", "weight_norm_growth")
+SETTLED_STEP = 100  # the Santurkar measures are averaged over probed steps from this one on
 
 
 def _at_last_probe(table: pd.DataFrame) -> pd.DataFrame:
@@ -65,12 +69,25 @@ def _from_norm_affine(norm_affine: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"gamma_off": off})
 
 
+def _from_ics(ics: pd.DataFrame) -> pd.DataFrame:
+    settled = ics[ics["step"] >= SETTLED_STEP].assign(
+        ics_relative=lambda t: t["ics_l2"] / t["grad_norm"])
+    return settled.groupby("run")[["ics_l2", "ics_relative", "ics_cosine"]].mean()
+
+
+def _from_landscape(landscape: pd.DataFrame) -> pd.DataFrame:
+    settled = landscape[landscape["step"] >= SETTLED_STEP].assign(
+        loss_range=lambda t: t["loss_max"] - t["loss_min"])
+    return settled.groupby("run")[["loss_range", "grad_change", "beta_smoothness"]].mean()
+
+
 DERIVED_FROM = {"activations": _from_activations, "gradients": _from_gradients,
-                "norm_affine": _from_norm_affine}
+                "norm_affine": _from_norm_affine, "ics": _from_ics,
+                "landscape": _from_landscape}
 
 
 def probe_outcomes(extras: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """A `run` column and whichever OUTCOMES the recorded tables give (a run without the
+    """A `run` column and whichever numbers above the recorded tables give (a run without the
     table has no value: the report counts it as such, never as zero)."""
     parts = [derive(extras[name]) for name, derive in DERIVED_FROM.items()
              if name in extras and not extras[name].empty]
