@@ -13,7 +13,7 @@ import pytest
 from bnexp.report.build import build_report
 from bnexp.report.metrics import metric_info
 from bnexp.report.probe_outcomes import probe_outcomes
-from bnexp.report.verdicts import Paired, verdict
+from bnexp.report.verdicts import Comparison, Paired, compare, verdict
 from bnexp.schema import TABLES
 from test_report import write_run
 
@@ -122,3 +122,21 @@ def test_a_study_compares_dead_units_by_seed(tmp_path: Path):
     differences = [a - b for a, b in zip(dead["after"], dead["before"])]
     assert row["mean"] == pytest.approx(sum(differences) / 3)
     assert "dead_units" in json.dumps(list(pd.read_csv(report.out / "summary.csv").columns))
+
+
+def test_a_cell_whose_runs_do_not_measure_the_metric_has_no_row():
+    """The effective step exists only where a norm follows a weight: against std 0.1, the
+    BN cell is compared and the no-norm cell is left out, not called 'not testable'."""
+    rows = []
+    for kind in ("batch", "none"):
+        for std in (0.1, 0.01):
+            for seed in range(3):
+                step = (0.01 if std == 0.1 else 0.15) + seed / 1000 if kind == "batch" \
+                    else math.nan
+                rows.append((f"{kind}-{std}-{seed}", seed, kind, std, "completed", step))
+    runs = pd.DataFrame(rows, columns=["run", "seed", "norm.kind", "model.init_std", "status",
+                                       "effective_step"])
+    table = compare(runs, ["norm.kind", "model.init_std"],
+                    Comparison("model.init_std", "0.1", metric="effective_step"), "unused")
+    assert list(table["norm.kind"]) == ["batch"]
+    assert table.loc[0, "n"] == 3 and table.loc[0, "mean"] == pytest.approx(0.14)

@@ -106,9 +106,21 @@ def _side(runs: pd.DataFrame, metric: str) -> tuple[pd.Series, dict[object, str]
     return pd.Series(values, dtype=float), why
 
 
+def _unmeasured(runs: pd.DataFrame, metric: str) -> bool:
+    """Whether the metric does not exist for these runs: some completed, none has a value
+    (e.g. the effective step of a network without norm layers). Never for the targets,
+    where no value means the run did not reach it."""
+    if metric.endswith("_to_target") or metric not in runs:
+        return False
+    completed = runs[runs["status"] == Status.completed]
+    values = pd.to_numeric(completed[metric], errors="coerce")
+    return len(completed) > 0 and values.isna().all()
+
+
 def compare(runs: pd.DataFrame, factors: list[str], comparison: Comparison,
             metric: str) -> pd.DataFrame:
-    """One row per (contrast value, cell): the paired statistics and the verdict."""
+    """One row per (contrast value, cell): the paired statistics and the verdict. A cell
+    where either side does not measure the metric at all (`_unmeasured`) has no row."""
     if comparison.factor not in runs:
         raise ValueError(f"comparison factor {comparison.factor} is not a config key of these runs")
     metric = comparison.metric or metric
@@ -130,7 +142,7 @@ def compare(runs: pd.DataFrame, factors: list[str], comparison: Comparison,
             matched = reference
             for other, other_value in where.items():
                 matched = matched[_matches(matched, other, text(other_value), True)]
-            if matched.empty:
+            if matched.empty or _unmeasured(matched, metric) or _unmeasured(cell, metric):
                 continue
             rows.append(_row(comparison, value, where, matched, cell, metric, info))
     table = pd.DataFrame(rows)
