@@ -16,7 +16,7 @@ from tqdm import tqdm
 from bnexp import checkpoint, records
 from bnexp.config import flatten
 from bnexp.engine import FitResult, Fitter
-from bnexp.evaluation import evaluate, split_name
+from bnexp.evaluation import split_name
 from bnexp.identity import accepted_hashes
 from bnexp.interrupts import escalated, interruption
 from bnexp.session import Session, build_session
@@ -196,11 +196,11 @@ def _summarize(session: Session, result: FitResult, rows: list[dict], cfg: DictC
     for mode in cfg.eval.modes:
         tests = [row for row in rows if row["split"] == split_name(mode.value)]
         summary.update(_test_summary(tests, mode.value))
-    if result.status == Status.completed:
-        loss, accuracy = evaluate(session.model, data["train_eval"], data["normalize"],
-                                  session.autocast)
-        summary.update(final_train_loss=loss, final_train_accuracy=accuracy,
-                       final_train_examples=len(data["train_eval"]))
+    if result.status == Status.completed:  # the training examples, in every eval mode
+        for mode, (loss, accuracy) in zip(cfg.eval.modes, session.evaluate_train().values()):
+            summary.update({summary_key("final_train_loss", mode.value): loss,
+                            summary_key("final_train_accuracy", mode.value): accuracy})
+        summary["final_train_examples"] = len(data["train_eval"])
     return summary
 
 

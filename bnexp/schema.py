@@ -116,7 +116,8 @@ SUMMARY_KEYS: dict[str, str] = {
     "packed_with": "run-ids of the runs trained with it as one pack, or null (alone)",
     "final_test_loss": "last test evaluation", "final_test_accuracy": "last test evaluation",
     "best_test_loss": "over evaluations", "best_test_accuracy": "over evaluations",
-    "final_train_loss": "the whole training subset in eval mode, after training",
+    "final_train_loss": "the training subset (at most 10,000 examples, class-balanced) in "
+                        "eval mode, after training; per eval mode like the test keys",
     "final_train_accuracy": "the same", "final_train_examples": "examples it covers",
     "error": "ExceptionType: message (failed runs)",
     "device": "cpu | cuda | mps", "device_name": "the card or CPU", "threads": "torch threads",
@@ -124,7 +125,8 @@ SUMMARY_KEYS: dict[str, str] = {
     "bnexp_version": "", "git_commit": "the source's commit (+dirty when modified)",
 }
 PER_EVAL_MODE = ("final_test_loss", "final_test_accuracy", "best_test_loss",
-                 "best_test_accuracy")  # also written as <key>_<mode>
+                 "best_test_accuracy", "final_train_loss",
+                 "final_train_accuracy")  # also written as <key>_<mode>
 
 
 def summary_key(key: str, mode: str = "running") -> str:

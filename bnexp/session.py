@@ -107,6 +107,7 @@ class Session:
     autocast: Callable
     lr: float  # the effective peak learning rate after optim.scale_rule
     evaluate: Callable[[], dict[str, tuple[float, float]]]  # test split, every eval mode, at the current step
+    evaluate_train: Callable[[], dict[str, tuple[float, float]]]  # the same on data["train_eval"]
     trainable_parameters: int  # elements the optimizer may change (train.trainable)
 
 
@@ -155,9 +156,9 @@ def build_session(cfg: DictConfig, threads: Optional[int], data: Optional[dict] 
         trainable = frozen.trained_elements()
     plan = StepPlan(total_steps, cfg.train.log_every, cfg.train.eval_every,
                     cfg.probe.every if probes else 0, cfg.train.eval_every_steps or 0)
-    evaluate = _test_evaluator(cfg, model, data, autocast, fitter)
-    return Session(device, data, model, norms, batches, fitter, plan, autocast, lr, evaluate,
-                   trainable)
+    return Session(device, data, model, norms, batches, fitter, plan, autocast, lr,
+                   _evaluator(cfg, model, data, autocast, fitter, "test"),
+                   _evaluator(cfg, model, data, autocast, fitter, "train_eval"), trainable)
 
 
 def _probes(cfg: DictConfig, model: nn.Module, norms: BlockFactory,
@@ -175,10 +176,11 @@ def _probes(cfg: DictConfig, model: nn.Module, norms: BlockFactory,
     return probes
 
 
-def _test_evaluator(cfg: DictConfig, model: nn.Module, data: dict[str, Any], autocast: Callable,
-            fitter: Fitter) -> Callable[[], dict[str, tuple[float, float]]]:
-    """Evaluation in every eval mode; PreciseBN draws its training batches from a seed of its
-    own per step, so the training order and a resumed run are unaffected."""
+def _evaluator(cfg: DictConfig, model: nn.Module, data: dict[str, Any], autocast: Callable,
+               fitter: Fitter, split: str) -> Callable[[], dict[str, tuple[float, float]]]:
+    """Evaluation of `data[split]` (test, or the training examples rescored) in every eval
+    mode; PreciseBN draws its training batches from a seed of its own per step, so the
+    training order and a resumed run are unaffected."""
     def precise_images() -> Iterator[torch.Tensor]:
         sampler = TrainBatches(data["train"], data["normalize"], cfg.train.batch_size,
                                cfg.data.augment, cfg.seed + PRECISE_SEED_OFFSET + fitter.step_count)
@@ -187,7 +189,7 @@ def _test_evaluator(cfg: DictConfig, model: nn.Module, data: dict[str, Any], aut
                 yield images
 
     modes = [mode.value for mode in cfg.eval.modes]
-    return lambda: evaluate_modes(model, modes, data["test"], data["normalize"], autocast,
+    return lambda: evaluate_modes(model, modes, data[split], data["normalize"], autocast,
                                   cfg.eval.batch_size, cfg.seed, precise_images,
                                   precise_batch_count(cfg.eval.precise_batches,
                                                       cfg.eval.precise_examples,

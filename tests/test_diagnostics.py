@@ -204,9 +204,13 @@ def test_homogeneous_batches_break_a_trained_bn_model_on_real_data(tmp_path, fas
     assert bn["final_test_accuracy"] > 0.7
     assert bn["final_test_accuracy_homogeneous"] < bn["final_test_accuracy"] - 0.3
     assert abs(bn["final_test_accuracy_batch"] - bn["final_test_accuracy"]) < 0.05
+    # the training examples in the same modes (Wu & Johnson's train-side comparison)
+    assert bn["final_train_accuracy_homogeneous"] < bn["final_train_accuracy"] - 0.3
+    assert abs(bn["final_train_accuracy_batch"] - bn["final_train_accuracy"]) < 0.05
     plain = results["none"]
     for mode in ("batch", "homogeneous", "precise"):
         assert plain[f"final_test_accuracy_{mode}"] == plain["final_test_accuracy"]
+        assert plain[f"final_train_accuracy_{mode}"] == plain["final_train_accuracy"]
     declared = {*SUMMARY_KEYS, *(f"{key}_{mode}" for key in PER_EVAL_MODE
                                  for mode in ("batch", "homogeneous", "precise"))}
     assert set(bn) <= declared, set(bn) - declared  # every summary key declared in the schema

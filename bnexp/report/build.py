@@ -65,7 +65,8 @@ def build_report(results: Path, out: Optional[Path] = None, options: Optional[Op
     derived = probe_outcomes(data.extras)
     data.runs = data.runs.merge(derived, on="run", how="left")
     metrics = [*METRICS, "effective_lr",
-               *sorted(c for c in data.runs if c.startswith(diagnostics.MODE_PREFIX)),
+               *sorted(c for c in data.runs if c.startswith(diagnostics.MODE_PREFIX)
+                       or c.startswith("final_train_accuracy_")),
                *[c for c in derived if c != "run"]]
     if question.target is not None and not data.curves.empty:
         data.runs = data.runs.merge(to_target(data.curves, question.target), on="run", how="left")

@@ -93,8 +93,9 @@ def metric_info(name: str) -> Metric:
     base, _, mode = name.rpartition("_")
     if base in METRIC_INFO and mode in MODES:
         info = METRIC_INFO[base]
-        return Metric(info.label.replace("test", f"test ({mode} statistics)", 1), info.unit,
-                      info.scale, info.low, info.high, info.higher_is_better)
+        named = info.label.replace("test", f"test ({mode} statistics)", 1) if "test" in \
+            info.label else info.label.replace("eval mode", f"{mode} statistics")
+        return Metric(named, info.unit, info.scale, info.low, info.high, info.higher_is_better)
     return Metric(name, "")
 
 
