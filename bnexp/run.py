@@ -197,7 +197,9 @@ def _summarize(session: Session, result: FitResult, rows: list[dict], cfg: DictC
         tests = [row for row in rows if row["split"] == split_name(mode.value)]
         summary.update(_test_summary(tests, mode.value))
     if result.status == Status.completed:  # the training examples, in every eval mode
-        for mode, (loss, accuracy) in zip(cfg.eval.modes, session.evaluate_train().values()):
+        scored = session.evaluate_train()
+        for mode in cfg.eval.modes:
+            loss, accuracy = scored[split_name(mode.value)]
             summary.update({summary_key("final_train_loss", mode.value): loss,
                             summary_key("final_train_accuracy", mode.value): accuracy})
         summary["final_train_examples"] = len(data["train_eval"])
