@@ -86,6 +86,10 @@ def test_a_run_without_a_table_has_no_value_not_zero():
     assert math.isnan(table.loc["b", "effective_step"])
     assert "gamma_off" not in table
     assert list(probe_outcomes({}).columns) == ["run"]
+    # a deep linear network's activations have no flat side, so no saturation to count
+    linear = _activation_rows("c").assign(module="LinearActivation", saturated=math.nan)
+    assert probe_outcomes({"activations": linear})[["dead_units", "saturated_inputs"]] \
+        .isna().all().all()
 
 
 def test_a_measure_is_worded_by_its_direction_not_as_better():

@@ -43,7 +43,8 @@ def _from_activations(activations: pd.DataFrame) -> pd.DataFrame:
                        & activations["saturated"].notna()]
     last = _at_last_probe(flat)
     whole = last["unit"].astype(str) == "all"
-    dead = last[~whole].groupby("run").apply(dead_fraction, include_groups=False)
+    units = last[~whole]
+    dead = (units["saturated"] >= DEAD).groupby(units["run"]).mean()
     saturated = last[whole].groupby("run")["saturated"].mean()
     return pd.DataFrame({"dead_units": dead, "saturated_inputs": saturated})
 
