@@ -409,3 +409,25 @@ def test_a_variant_keeps_its_colour_across_studies(tmp_path):
     third = pd.DataFrame({"norm.kind": ["none", "batch"], "norm.placement": ["n/a", "before"]})
     assert Palette(third, ["norm.kind", "norm.placement"]).colour("kind=none, placement=n/a") \
         == Palette(first, ["norm.kind"]).colour("kind=none")
+
+
+def test_a_number_that_only_relabels_a_category_gets_no_line(tmp_path):
+    """mechanism's networks: depth 6 is always the ReLU MLP, 10 the linear one, so accuracy is
+    drawn per variant (bars), not against depth; a free numeric factor keeps its line."""
+    root = tmp_path / "study"
+    for activation, depth in (("relu", 6), ("identity", 10)):
+        for kind in ("batch", "none"):
+            for seed in range(3):
+                config = {"seed": seed, "norm.kind": kind, "model.activation": activation,
+                          "model.depth": depth, "study": "s"}
+                write_run(root / f"{activation}{kind}{seed}", config,
+                          accuracy=0.8 + 0.01 * seed + (0.02 if kind == "batch" else 0))
+    report = build_report(root, tmp_path / "out", keep_figures=True)
+    assert "vs_depth" not in report.figures and "bars_final_test_accuracy" in report.figures
+    free = tmp_path / "free"
+    for depth in (6, 10):
+        for kind in ("batch", "none"):
+            for seed in range(3):
+                config = {"seed": seed, "norm.kind": kind, "model.depth": depth, "study": "s"}
+                write_run(free / f"{depth}{kind}{seed}", config, accuracy=0.8 + 0.01 * seed)
+    assert "vs_depth" in build_report(free, tmp_path / "out2", keep_figures=True).figures

@@ -127,7 +127,8 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
     panels = ", ".join(roles.panels) or "none"
     primary: Figures = {}
     rest: Figures = {}
-    numeric = [f for f in factors if layout.is_numeric(summary[f]) and f not in roles.hue]
+    numeric = [f for f in factors if layout.is_numeric(summary[f]) and f not in roles.hue
+               and not _tied_to_a_category(summary, f, factors)]
     for key in numeric:
         primary[f"vs_{key.split('.')[-1]}"] = (
             plots.vs_factor(summary, key, metric, roles, palette, chance),
@@ -178,6 +179,19 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
             f"Bar chart of the generalization gap, one bar per {hue}.")
     rest.update(_probe_figures(data, roles, palette, hue))
     return {**primary, **rest}
+
+
+def _tied_to_a_category(summary: pd.DataFrame, key: str, factors: list[str]) -> bool:
+    """Whether a numeric factor only relabels a categorical one (each value of either fixes
+    the other: a study's network choice sets depth and LR together), so a line against it
+    would draw the categories as if the number caused the difference."""
+    for other in factors:
+        if other == key or layout.is_numeric(summary[other]):
+            continue
+        pairs = summary[[key, other]].astype(str).drop_duplicates()
+        if pairs[key].is_unique and pairs[other].is_unique:
+            return True
+    return False
 
 
 def _probe_figures(data: Collection, roles: layout.Roles, palette: layout.Palette,
