@@ -38,6 +38,8 @@ class Metric:
 
 
 ACCURACY = dict(unit="points", scale=100.0, low=0.0, high=1.0)
+FRACTION = dict(ACCURACY, higher_is_better=None)  # a fraction that measures, not scores
+RATIO = dict(unit="ratio", low=0.0, higher_is_better=None)  # a positive measure spanning decades
 METRIC_INFO: dict[str, Metric] = {
     "final_test_accuracy": Metric("final test accuracy (fraction)", **ACCURACY),
     "best_test_accuracy": Metric("best test accuracy (fraction)", **ACCURACY),
@@ -57,30 +59,21 @@ METRIC_INFO: dict[str, Metric] = {
     "steps_to_target": Metric("SGD steps to reach the target test accuracy", "steps", low=0.0,
                               higher_is_better=False),
     # measures of the network, not scores (bnexp.report.probe_outcomes): neither side is better
-    "dead_units": Metric("dead units at the end (fraction of sampled units)", "points",
-                         100.0, 0.0, 1.0, None),
+    "dead_units": Metric("dead units at the end (fraction of sampled units)", **FRACTION),
     "saturated_inputs": Metric("activation inputs on the flat side at the end (fraction)",
-                               "points", 100.0, 0.0, 1.0, None),
-    "gamma_off": Metric("norm channels with |gamma| < 0.05 at the end (fraction)", "points",
-                        100.0, 0.0, 1.0, None),
+                               **FRACTION),
+    "gamma_off": Metric("norm channels with |gamma| < 0.05 at the end (fraction)", **FRACTION),
     "effective_step": Metric("effective step ||update|| / ||weight|| (mean over training)",
-                             "ratio", low=0.0, higher_is_better=None),
-    "initial_effective_step": Metric("effective step at the first probe", "ratio", low=0.0,
-                                     higher_is_better=None),
-    "weight_norm_growth": Metric("normalized weights' norm, last / first probe", "ratio",
-                                 low=0.0, higher_is_better=None),
-    "ics_l2": Metric("ICS ||G − G′|| (Santurkar et al.; mean over layers and steps)", "ratio",
-                     low=0.0, higher_is_better=None),
-    "ics_relative": Metric("ICS relative to the gradient, ||G − G′|| / ||G||", "ratio",
-                           low=0.0, higher_is_better=None),
-    "ics_cosine": Metric("cos(G, G′) (Santurkar et al.)", "ratio", low=-1.0, high=1.0,
-                         higher_is_better=None),
+                             **RATIO),
+    "initial_effective_step": Metric("effective step at the first probe", **RATIO),
+    "weight_norm_growth": Metric("normalized weights' norm, last / first probe", **RATIO),
+    "ics_l2": Metric("ICS ||G − G′|| (Santurkar et al.; mean over layers and steps)", **RATIO),
+    "ics_relative": Metric("ICS relative to the gradient, ||G − G′|| / ||G||", **RATIO),
+    "ics_cosine": Metric("cos(G, G′) (Santurkar et al.)", **{**RATIO, "low": -1.0, "high": 1.0}),
     "loss_range": Metric("loss range along the gradient (nats)", "nats", low=0.0,
                          higher_is_better=None),
-    "grad_change": Metric("largest gradient change along the gradient", "ratio", low=0.0,
-                          higher_is_better=None),
-    "beta_smoothness": Metric("effective β-smoothness along the gradient", "ratio", low=0.0,
-                              higher_is_better=None),
+    "grad_change": Metric("largest gradient change along the gradient", **RATIO),
+    "beta_smoothness": Metric("effective β-smoothness along the gradient", **RATIO),
 }
 MODES = ("batch", "homogeneous", "precise")  # eval modes whose keys carry a suffix
 

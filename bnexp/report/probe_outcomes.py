@@ -33,9 +33,14 @@ def _at_last_probe(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["step"] == table.groupby("run")["step"].transform("max")]
 
 
+def dead(rows: pd.DataFrame) -> pd.Series:
+    """Per per-unit activation row: whether every probed input was on the flat side."""
+    return rows["saturated"] >= DEAD
+
+
 def dead_fraction(rows: pd.DataFrame) -> float:
-    """Of per-unit activation rows, the fraction whose saturated fraction is 1 (all flat)."""
-    return float((rows["saturated"] >= DEAD).mean()) if len(rows) else float("nan")
+    """Of per-unit activation rows, the fraction that are dead."""
+    return float(dead(rows).mean()) if len(rows) else float("nan")
 
 
 def _from_activations(activations: pd.DataFrame) -> pd.DataFrame:
@@ -44,9 +49,9 @@ def _from_activations(activations: pd.DataFrame) -> pd.DataFrame:
     last = _at_last_probe(flat)
     whole = last["unit"].astype(str) == "all"
     units = last[~whole]
-    dead = (units["saturated"] >= DEAD).groupby(units["run"]).mean()
     saturated = last[whole].groupby("run")["saturated"].mean()
-    return pd.DataFrame({"dead_units": dead, "saturated_inputs": saturated})
+    return pd.DataFrame({"dead_units": dead(units).groupby(units["run"]).mean(),
+                         "saturated_inputs": saturated})
 
 
 def _from_gradients(gradients: pd.DataFrame) -> pd.DataFrame:
