@@ -131,10 +131,10 @@ class NormConfig:
     momentum: float = 0.1  # PyTorch convention: weight of the NEW batch in the running average
     eps: float = 1e-5  # added to the variance before the square root
     groups: int = 4  # group: groups of channels (must divide every layer's width)
-    virtual_batch_size: int = 16  # ghost: examples per statistics batch
-    r_max: float = 3.0  # batch_renorm: final clip of r = sigma_B / sigma (Ioffe 2017)
-    d_max: float = 5.0  # batch_renorm: final clip of d = (mu_B - mu) / sigma
-    renorm_warmup_steps: int = 5000  # batch_renorm: steps over which r_max/d_max ramp from 1/0
+    virtual_batch_size: int = 16  # ghost, ghost_renorm: examples per statistics batch
+    r_max: float = 3.0  # batch_renorm, ghost_renorm: final clip of r = sigma_B / sigma (Ioffe 2017)
+    d_max: float = 5.0  # batch_renorm, ghost_renorm: final clip of d = (mu_B - mu) / sigma
+    renorm_warmup_steps: int = 5000  # (ghost_)renorm: steps over which r_max/d_max ramp from 1/0
     noise_mean: float = 0.5  # noisy_batch: per-unit mean shifts drawn from U(-noise_mean, noise_mean) each step
     noise_scale: float = 2.0  # noisy_batch: per-unit scales drawn from U(1, noise_scale) each step
     noise_std: float = 0.5  # noisy_batch: std of the per-example Gaussian noise added on top

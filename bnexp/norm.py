@@ -19,7 +19,7 @@ Affine (`norm.affine`): `both` keeps PyTorch's learnable gamma (weight) and beta
 (`None`), not frozen, so parameter counts and optimizers see exactly what is learnable.
 
 Bias of the weight layer: a per-channel bias directly before a norm that subtracts a
-per-channel mean (batch, batch_renorm, ghost) is subtracted again, so it can never change the
+per-channel mean (batch, batch_renorm, ghost, ghost_renorm) is subtracted again, so it can never change the
 output (with or without beta): the weight layer then has no bias. Group and layer norm subtract
 a mean across channels, which leaves a per-channel bias in place, so the weight keeps it, as it
 does everywhere else. `describe()` records the choice.
@@ -40,6 +40,7 @@ ActivationFactory = Callable[[], nn.Module]
 
 NORM_KEYS = tuple(key.name for key in fields(NormConfig) if key.name != "kind")
 COMMON_KEYS = ("placement", "affine", "momentum", "eps")
+RENORM_KEYS = ("r_max", "d_max", "renorm_warmup_steps")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,11 @@ def _batch_renorm(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Modul
                        cfg.renorm_warmup_steps)
 
 
+def _ghost_renorm(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
+    return BatchRenorm(channels, cfg.eps, cfg.momentum, cfg.r_max, cfg.d_max,
+                       cfg.renorm_warmup_steps, cfg.virtual_batch_size)
+
+
 def _ghost(channels: int, spatial_dims: int, cfg: NormConfig) -> nn.Module:
     return GhostBatchNorm(channels, cfg.eps, cfg.momentum, cfg.virtual_batch_size)
 
@@ -108,7 +114,7 @@ def _check_ghost(cfg: NormConfig, use: NormUse) -> None:
     if use.batch_size % cfg.virtual_batch_size:
         raise ConfigError(
             f"norm.virtual_batch_size={cfg.virtual_batch_size} must divide "
-            f"train.batch_size={use.batch_size} for norm.kind=ghost")
+            f"train.batch_size={use.batch_size} for norm.kind={cfg.kind}")
 
 
 def _check_group(cfg: NormConfig, use: NormUse) -> None:
@@ -139,10 +145,15 @@ NORMS: dict[str, NormSpec] = {
     "batch_renorm": NormSpec(_batch_renorm, "batch norm corrected towards the running "
                              "statistics by clipped r/d (Ioffe 2017)",
                              cancels_bias=True, batch_statistics=True,
-                             reads=(*COMMON_KEYS, "r_max", "d_max", "renorm_warmup_steps")),
+                             reads=(*COMMON_KEYS, *RENORM_KEYS)),
     "ghost": NormSpec(_ghost, "batch norm over virtual batches of norm.virtual_batch_size "
                       "(Hoffer et al. 2017)", cancels_bias=True, batch_statistics=True,
                       reads=(*COMMON_KEYS, "virtual_batch_size"), check=_check_ghost),
+    "ghost_renorm": NormSpec(_ghost_renorm, "batch renorm over virtual batches of "
+                             "norm.virtual_batch_size (Ioffe 2017 with Hoffer's ghost batches)",
+                             cancels_bias=True, batch_statistics=True,
+                             reads=(*COMMON_KEYS, "virtual_batch_size", *RENORM_KEYS),
+                             check=_check_ghost),
     "noisy_batch": NormSpec(_noisy_batch, "batch norm followed by noise whose per-unit mean "
                             "and scale are redrawn every step (Santurkar et al. 2018)",
                             cancels_bias=True, batch_statistics=True,
@@ -181,9 +192,10 @@ def validate_norm(cfg: NormConfig, use: NormUse, trainable: Trainable,
             "2 or more, or a per-example norm (norm=layer, norm=group) or norm=none")
     spec.check(cfg, use)
     if freeze_at is not None and not spec.batch_statistics:
+        kinds = ", ".join(kind for kind, other in NORMS.items() if other.batch_statistics)
         raise ConfigError(f"train.freeze_norm_stats_at={freeze_at} needs running statistics to "
                           f"freeze; norm.kind={cfg.kind} has none: use a batch-statistics norm "
-                          "(batch, ghost, batch_renorm) or train.freeze_norm_stats_at=null")
+                          f"({kinds}) or train.freeze_norm_stats_at=null")
     counted = trainable in (Trainable.norm_only, Trainable.random_matched)
     if counted and ("affine" not in spec.reads or cfg.affine == Affine.none):
         raise ConfigError(f"train.trainable={trainable.value} needs learnable gamma/beta: "

@@ -1,12 +1,14 @@
-"""Normalizers PyTorch does not ship: batch renormalization, ghost batch norm and noisy batch
-norm (Santurkar et al.'s control).
+"""Normalizers PyTorch does not ship: batch renormalization (over the whole batch or over
+virtual batches), ghost batch norm and noisy batch norm (Santurkar et al.'s control).
 
-Both follow PyTorch's batch-norm conventions, so the factory treats them like BatchNorm:
+All follow PyTorch's batch-norm conventions, so the factory treats them like BatchNorm:
 per-channel `weight` (gamma) and `bias` (beta) that `norm.affine` may remove, buffers
 `running_mean`, `running_var` (updated with the unbiased batch variance, `momentum` = weight
 of the new batch) and `num_batches_tracked`; input (N, C) or (N, C, H, W).
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import nn
@@ -45,21 +47,82 @@ class _RunningStatsNorm(nn.Module):
             self.running_var.view(shape) + self.eps)
 
 
-class BatchRenorm(_RunningStatsNorm):
-    """Batch renormalization (Ioffe 2017). In training:
+def _virtual_batches(x: torch.Tensor, size: Optional[int]) -> list[torch.Tensor]:
+    """`x` as consecutive virtual batches of `size` examples: chunks of shape (k, v, C, ...),
+    so one reduction serves k equal virtual batches, and a shorter last virtual batch (when
+    `size` does not divide the batch) as a chunk alone; `[x]` itself when one virtual batch
+    holds the whole batch (size None or at least the batch)."""
+    if size is None or size >= x.shape[0]:
+        return [x]
+    whole = x.shape[0] // size * size
+    chunks = [x[:whole].unflatten(0, (-1, size))]
+    if whole < x.shape[0]:
+        chunks.append(x[whole:].unsqueeze(0))
+    return chunks
+
+
+class _VirtualBatchNorm(_RunningStatsNorm):
+    """Batch norm over virtual batches of `virtual_batch_size` examples (None: the whole
+    batch) in training, with an optional per-virtual-batch correction `x_hat * r + d`
+    (`_correction`). Each virtual batch is normalised with its own mean and biased variance;
+    the running statistics take one update per SGD batch, with the mean over virtual batches
+    of their means and unbiased variances. Eval mode uses the running statistics like BN."""
+
+    def __init__(self, channels: int, eps: float, momentum: float,
+                 virtual_batch_size: Optional[int]):
+        super().__init__(channels, eps, momentum)
+        self.virtual_batch_size = virtual_batch_size
+
+    def _correction(self, mean: torch.Tensor, std: torch.Tensor, shape: tuple[int, ...]
+                    ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """(r, d) for virtual batches with these statistics, or None (plain batch norm)."""
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims, shape = _channel_dims(x)
+        if not self.training:
+            return self._affine(self._eval(x, shape), shape)
+        outputs, means, variances = [], [], []
+        for chunk in _virtual_batches(x, self.virtual_batch_size):
+            stacked = chunk.dim() == x.dim() + 1  # (k, v, C, ...)
+            chunk_dims = [d + 1 for d in dims] if stacked else dims
+            mean = chunk.mean(chunk_dims, keepdim=True)
+            var = chunk.var(chunk_dims, unbiased=False, keepdim=True)
+            std = torch.sqrt(var + self.eps)
+            x_hat = (chunk - mean) / std
+            correction = self._correction(mean.detach(), std.detach(), shape)
+            if correction is not None:  # constants in the gradient (Ioffe 2017)
+                x_hat = x_hat * correction[0] + correction[1]
+            outputs.append(x_hat.flatten(0, 1) if stacked else x_hat)
+            count = (chunk[0] if stacked else chunk).numel() // x.shape[1]
+            means.append(mean.detach().reshape(-1, x.shape[1]))
+            variances.append((var.detach() * count / max(1, count - 1)).reshape(-1, x.shape[1]))
+        self._update(torch.cat(means).mean(0), torch.cat(variances).mean(0))
+        return self._affine(torch.cat(outputs) if len(outputs) > 1 else outputs[0], shape)
+
+
+class GhostBatchNorm(_VirtualBatchNorm):
+    """Ghost batch norm (Hoffer et al. 2017): batch norm whose training statistics come from
+    each virtual batch of `virtual_batch_size` examples, as `_VirtualBatchNorm` describes."""
+
+
+class BatchRenorm(_VirtualBatchNorm):
+    """Batch renormalization (Ioffe 2017). In training, per virtual batch B (the whole batch
+    unless `virtual_batch_size` is given: ghost batch renorm, Ioffe's per-GPU statistics):
 
         x_hat = (x - mu_B) / sigma_B * r + d,
         r = clip(sigma_B / sigma, 1/r_max, r_max),  d = clip((mu_B - mu) / sigma, -d_max, d_max)
 
     with r and d treated as constants in the gradient, sigma_B = sqrt(biased var_B + eps) and
-    sigma = sqrt(running_var + eps). r_max ramps linearly from 1 and d_max from 0 to their
-    final values over `warmup_steps` training batches (Ioffe relaxes them gradually; at the
-    start the layer is plain batch norm). Eval mode uses the running statistics like BN.
+    sigma = sqrt(running_var + eps), the running statistics as they were before this SGD
+    batch. r_max ramps linearly from 1 and d_max from 0 to their final values over
+    `warmup_steps` training batches (Ioffe relaxes them gradually; at the start the layer is
+    plain batch norm). Eval mode uses the running statistics like BN.
     """
 
     def __init__(self, channels: int, eps: float, momentum: float, r_max: float, d_max: float,
-                 warmup_steps: int):
-        super().__init__(channels, eps, momentum)
+                 warmup_steps: int, virtual_batch_size: Optional[int] = None):
+        super().__init__(channels, eps, momentum, virtual_batch_size)
         self.r_max, self.d_max, self.warmup_steps = r_max, d_max, warmup_steps
 
     def limits(self) -> tuple[float, float]:
@@ -68,52 +131,13 @@ class BatchRenorm(_RunningStatsNorm):
             1.0, int(self.num_batches_tracked) / self.warmup_steps)
         return 1.0 + (self.r_max - 1.0) * ramp, self.d_max * ramp
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims, shape = _channel_dims(x)
-        if not self.training:
-            return self._affine(self._eval(x, shape), shape)
-        mean = x.mean(dims)
-        var = x.var(dims, unbiased=False)
-        std = torch.sqrt(var + self.eps)
-        with torch.no_grad():
-            r_max, d_max = self.limits()
-            running_std = torch.sqrt(self.running_var + self.eps)
-            r = (std / running_std).clamp(1 / r_max, r_max)
-            d = ((mean - self.running_mean) / running_std).clamp(-d_max, d_max)
-        x_hat = (x - mean.view(shape)) / std.view(shape) * r.view(shape) + d.view(shape)
-        count = x.numel() // x.shape[1]
-        self._update(mean.detach(), var.detach() * count / max(1, count - 1))
-        return self._affine(x_hat, shape)
-
-
-class GhostBatchNorm(_RunningStatsNorm):
-    """Ghost batch norm (Hoffer et al. 2017): in training, each consecutive virtual batch of
-    `virtual_batch_size` examples is normalised with its own mean and biased variance. The
-    running statistics take one update per SGD batch, with the mean over virtual batches of
-    their means and unbiased variances. Eval mode uses the running statistics like BN."""
-
-    def __init__(self, channels: int, eps: float, momentum: float, virtual_batch_size: int):
-        super().__init__(channels, eps, momentum)
-        self.virtual_batch_size = virtual_batch_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims, shape = _channel_dims(x)
-        if not self.training:
-            return self._affine(self._eval(x, shape), shape)
-        chunks = x.split(self.virtual_batch_size) if x.shape[0] % self.virtual_batch_size \
-            else [x.unflatten(0, (-1, self.virtual_batch_size))]
-        outputs, means, variances = [], [], []
-        for chunk in chunks:  # one chunk of (k, v, C, ...) when the batch divides evenly
-            stacked = chunk.dim() == x.dim() + 1
-            chunk_dims = [d + 1 for d in dims] if stacked else dims
-            mean = chunk.mean(chunk_dims, keepdim=True)
-            var = chunk.var(chunk_dims, unbiased=False, keepdim=True)
-            outputs.append(((chunk - mean) * torch.rsqrt(var + self.eps)).flatten(0, int(stacked)))
-            count = chunk[0].numel() // x.shape[1] if stacked else chunk.numel() // x.shape[1]
-            means.append(mean.detach().reshape(-1, x.shape[1]))
-            variances.append((var.detach() * count / max(1, count - 1)).reshape(-1, x.shape[1]))
-        self._update(torch.cat(means).mean(0), torch.cat(variances).mean(0))
-        return self._affine(torch.cat(outputs) if len(outputs) > 1 else outputs[0], shape)
+    def _correction(self, mean: torch.Tensor, std: torch.Tensor, shape: tuple[int, ...]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r_max, d_max = self.limits()
+        running_std = torch.sqrt(self.running_var + self.eps).view(shape)
+        r = (std / running_std).clamp(1 / r_max, r_max)
+        d = ((mean - self.running_mean.view(shape)) / running_std).clamp(-d_max, d_max)
+        return r, d
 
 
 class NoisyBatchNorm(nn.BatchNorm1d):

@@ -69,7 +69,7 @@ def test_batch_of_one_is_fine_without_batch_norm():
     ("train.batch_size=0", ["train.batch_size=0", ">= 1"]),
     ("optim.lr=-1", ["optim.lr", "> 0"]),
     ("optim.colour=red", ["colour", "bnexp --cfg job"]),
-    ("norm=foo", ["norm/foo", "batch, batch_renorm, ghost, group, layer, noisy_batch, none"]),
+    ("norm=foo", ["norm/foo", "batch, batch_renorm, ghost, ghost_renorm, group, layer, noisy_batch, none"]),
     ("model.activation=swish", ["model.activation", "relu, sigmoid, tanh, gelu"]),
 ])
 @pytest.mark.slow
@@ -103,7 +103,7 @@ def test_help_is_bnexps_own(tmp_path):
     result = run_bnexp("--help", cwd=tmp_path)
     assert result.returncode == 0
     for text in ("bnexp: Batch Normalization ablation runs", "data: cifar10, fashion_mnist, mnist",
-                 "norm: batch, batch_renorm, ghost, group, layer, noisy_batch, none",
+                 "norm: batch, batch_renorm, ghost, ghost_renorm, group, layer, noisy_batch, none",
                  "norm.placement=before|after", "Examples:", "bnexp -m norm=batch,none",
                  "ghost         batch norm over virtual batches",
                  "reads placement, affine, momentum, eps, virtual_batch_size",

@@ -203,3 +203,54 @@ def test_ghost_with_one_virtual_batch_is_batch_norm():
     x = torch.randn(16, 4)
     torch.testing.assert_close(ghost(x), batch(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ghost.running_var, batch.running_var)
+
+
+@pytest.mark.parametrize("spatial", [0, 2])
+def test_ghost_batch_renorm_by_hand_per_virtual_batch(spatial):
+    """Each virtual batch of 4 is renormalised with its own mean and std against the running
+    statistics as they stood before the SGD batch; those then take one update with the mean
+    of the virtual batches' means and unbiased variances."""
+    layer = norm_layer("norm=ghost_renorm", "norm.virtual_batch_size=4", "norm.r_max=1.5",
+                       "norm.d_max=0.5", "norm.renorm_warmup_steps=0", "norm.momentum=0.5",
+                       channels=3, spatial=spatial).train()
+    with torch.no_grad():
+        layer.running_mean.copy_(torch.tensor([0.3, -0.2, 0.0]))
+        layer.running_var.copy_(torch.tensor([0.5, 4.0, 1.0]))
+    x = torch.randn(12, 3, *([2, 2] if spatial else []), generator=torch.Generator()
+                    .manual_seed(3)) * 1.5 + 0.4
+    dims = [0, 2, 3] if spatial else [0]
+    view = (1, 3, *([1, 1] if spatial else []))
+    running_std = torch.sqrt(layer.running_var + 1e-5).view(view)
+    running_mean = layer.running_mean.view(view)
+    pieces, means, variances = [], [], []
+    for chunk in x.split(4):
+        mean = chunk.mean(dims, keepdim=True)
+        std = torch.sqrt(chunk.var(dims, unbiased=False, keepdim=True) + 1e-5)
+        r = (std / running_std).clamp(1 / 1.5, 1.5)
+        d = ((mean - running_mean) / running_std).clamp(-0.5, 0.5)
+        pieces.append((chunk - mean) / std * r + d)
+        means.append(mean.flatten())
+        variances.append(chunk.var(dims, unbiased=True).flatten())
+    expected_mean = 0.5 * layer.running_mean + 0.5 * torch.stack(means).mean(0)
+    expected_var = 0.5 * layer.running_var + 0.5 * torch.stack(variances).mean(0)
+    torch.testing.assert_close(layer(x), torch.cat(pieces), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer.running_mean, expected_mean)
+    torch.testing.assert_close(layer.running_var, expected_var)
+
+
+def test_ghost_batch_renorm_spans_batch_renorm_and_ghost_batch_norm():
+    """Over one virtual batch of the whole batch it is batch renorm; with its clips closed
+    (r_max 1, d_max 0) it is ghost batch norm. Three steps each, so the running statistics
+    (and through them r and d) take part."""
+    def three_steps(*overrides: str) -> list[torch.Tensor]:
+        layer = norm_layer(*overrides, "norm.renorm_warmup_steps=0", "norm.momentum=0.5",
+                           channels=4).train()
+        generator = torch.Generator().manual_seed(0)
+        return [layer(torch.randn(16, 4, generator=generator) * 2 + 1) for _ in range(3)]
+
+    for ghost, plain in [
+            (("norm=ghost_renorm", "norm.virtual_batch_size=16"), ("norm=batch_renorm",)),
+            (("norm=ghost_renorm", "norm.virtual_batch_size=4", "norm.r_max=1", "norm.d_max=0"),
+             ("norm=ghost", "norm.virtual_batch_size=4"))]:
+        for a, b in zip(three_steps(*ghost), three_steps(*plain)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -27,7 +27,8 @@ PANEL_INCHES = (3.6, 2.7)  # width, height of one panel
 # A normalizer keeps its colour family in every study; variants of one kind (placement,
 # affine, activation, ...) take shades and line styles within it.
 NORM_FAMILIES = {"none": "Greys", "batch": "Blues", "ghost": "Reds", "group": "Greens",
-                 "layer": "Purples", "batch_renorm": "Oranges"}
+                 "layer": "Purples", "batch_renorm": "Oranges",
+                 "ghost_renorm": "YlOrBr"}
 SHADES = [0.85, 0.55, 0.7, 0.4, 0.95, 0.3]
 HATCHES = ["", "//", "..", "xx", "\\\\", "oo"]  # bars of one family told apart by pattern
 OTHER_COLOURS = plt.get_cmap("Dark2").colors  # hues that do not involve norm.kind
