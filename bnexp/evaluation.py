@@ -18,8 +18,9 @@ which changes the model.
 
 The batch, homogeneous and precise modes work on a deep copy of the model, so the trained
 model, its running statistics, later training and checkpoints are untouched. Test batches
-are drawn from a fixed seed, so every evaluation of a run sees the same batches; a batch of
-one example is merged into its neighbour (batch statistics of one example are undefined).
+are drawn from a fixed seed, so every evaluation of a run sees the same batches; a leftover
+batch of one example is merged into its neighbour (batch statistics of one example are
+undefined on vectors); `eval.batch_size=1` itself is allowed on feature maps only.
 """
 from __future__ import annotations
 
@@ -73,7 +74,11 @@ def split_name(mode: str) -> str:
     return "test" if mode == "running" else f"test_{mode}"
 
 
-def _merge_singletons(batches: list[torch.Tensor]) -> list[torch.Tensor]:
+def _merge_singletons(batches: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+    """A leftover batch of one joins its neighbour, unless batches of one were asked for
+    (validation allows that only where one example has batch statistics: feature maps)."""
+    if batch_size == 1:
+        return batches
     merged: list[torch.Tensor] = []
     for batch in batches:
         if len(batch) == 1 and merged:
@@ -86,7 +91,7 @@ def _merge_singletons(batches: list[torch.Tensor]) -> list[torch.Tensor]:
 def shuffled_batches(labels: torch.Tensor, batch_size: int, seed: int) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(labels), generator=generator).to(labels.device)
-    return _merge_singletons(list(order.split(batch_size)))
+    return _merge_singletons(list(order.split(batch_size)), batch_size)
 
 
 def single_class_batches(labels: torch.Tensor, batch_size: int, seed: int) -> list[torch.Tensor]:
@@ -96,7 +101,7 @@ def single_class_batches(labels: torch.Tensor, batch_size: int, seed: int) -> li
     batches = []
     for label in torch.unique(labels).tolist():
         members = order[labels[order] == label]
-        batches += _merge_singletons(list(members.split(batch_size)))
+        batches += _merge_singletons(list(members.split(batch_size)), batch_size)
     return batches
 
 

@@ -76,7 +76,7 @@ def validate(cfg: DictConfig) -> None:
         (cfg.probe.saturation > 0, "probe.saturation", cfg.probe.saturation, "a number > 0"),
         (len(cfg.eval.modes) >= 1 and EvalMode.running in cfg.eval.modes, "eval.modes",
          [m.value for m in cfg.eval.modes], "a list that includes running"),
-        (cfg.eval.batch_size >= 2, "eval.batch_size", cfg.eval.batch_size, "an integer >= 2"),
+        (cfg.eval.batch_size >= 1, "eval.batch_size", cfg.eval.batch_size, "an integer >= 1"),
         (cfg.eval.precise_batches >= 1, "eval.precise_batches", cfg.eval.precise_batches,
          "an integer >= 1"),
         (cfg.train.classes_per_batch >= 1, "train.classes_per_batch",
@@ -131,6 +131,19 @@ def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix[:-1], node)]
 
 
+def _validate_eval_batch(cfg: DictConfig) -> None:
+    """Test batches of one example have batch statistics only on feature maps (H x W values
+    per channel), as training batches of one do."""
+    modes = {EvalMode.batch, EvalMode.homogeneous} & set(cfg.eval.modes)
+    use = norm_use(cfg.model, cfg.eval.batch_size)
+    if modes and cfg.eval.batch_size == 1 and NORMS[cfg.norm.kind].batch_statistics \
+            and not use.feature_maps:
+        raise ConfigError(
+            f"eval.batch_size=1 is invalid with eval.modes {sorted(m.value for m in modes)} and "
+            f"norm.kind={cfg.norm.kind} on model={use.model}: batch statistics of one example "
+            "are undefined (its variance is 0); use eval.batch_size >= 2")
+
+
 def _validate_clustered(cfg: DictConfig) -> None:
     classes, batch = cfg.train.classes_per_batch, cfg.train.batch_size
     if batch % classes:
@@ -153,6 +166,7 @@ def _validate_combinations(cfg: DictConfig) -> None:
                           "Nesterov needs momentum > 0")
     validate_norm(cfg.norm, norm_use(cfg.model, cfg.train.batch_size), cfg.train.trainable,
                   cfg.train.freeze_norm_stats_at)
+    _validate_eval_batch(cfg)
     if cfg.train.sampler == Sampler.class_clustered:
         _validate_clustered(cfg)
     if cfg.train.compile != Compile.off and probes_on(cfg.probe):

@@ -18,6 +18,8 @@ from bnexp.models import build_model
 from bnexp.optim import FrozenElements, effective_lr
 from bnexp.probes import ActivationProbe, GradientProbe
 from bnexp.compose import compose_config
+from bnexp.config import ConfigError
+from bnexp.validation import validate
 from bnexp.schema import PER_EVAL_MODE, SUMMARY_KEYS
 from helpers import run_bnexp, run_folders
 
@@ -179,6 +181,44 @@ def test_single_class_batches_hold_one_class_and_cover_everything():
     assert all(len(labels[b].unique()) == 1 for b in batches)
     assert sorted(torch.cat(batches).tolist()) == list(range(20))
     assert min(len(b) for b in batches) >= 2  # no batch of one
+
+
+def test_test_batches_of_one_on_feature_maps_are_instance_norm():
+    """Batch mode at eval.batch_size=1 in a ResNet normalises each image with its own
+    per-channel statistics over H x W: the model with every BN swapped for an InstanceNorm2d
+    carrying the same gamma/beta, run on the whole test set at once, scores the same."""
+    cfg = compose_config("model=resnet", "model.depth=8", "model.width=0.25")
+    torch.manual_seed(0)
+    model, _ = build_model(cfg.model, cfg.norm, (1, 6, 6), 3)
+    model.eval()
+    generator = torch.Generator().manual_seed(2)
+    test = DeviceSplit(torch.randint(0, 256, (12, 1, 6, 6), dtype=torch.uint8,
+                                     generator=generator), torch.arange(12) % 3)
+    normalize = PixelStandardizer(test.images)
+    results = evaluate_modes(model, ["running", "batch"], test, normalize, NO_AUTOCAST, 1, 0,
+                             lambda: iter([]), 1)
+    instance = copy.deepcopy(model)
+    for name, module in list(instance.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                swapped = nn.InstanceNorm2d(child.num_features, eps=child.eps, affine=True)
+                swapped.load_state_dict({"weight": child.weight, "bias": child.bias})
+                setattr(module, child_name, swapped)
+    with torch.no_grad():
+        logits = instance(normalize(test.images))
+    expected = (F.cross_entropy(logits, test.labels).item(),
+                (logits.argmax(1) == test.labels).float().mean().item())
+    assert results["test_batch"] == pytest.approx(expected, rel=1e-5)
+    assert results["test_batch"] != pytest.approx(results["test"], rel=1e-3)
+
+
+def test_a_test_batch_of_one_is_refused_where_it_has_no_batch_statistics():
+    modes = "eval.modes=[running,batch]"
+    with pytest.raises(ConfigError, match="eval.batch_size=1 is invalid"):
+        validate(compose_config("eval.batch_size=1", modes))
+    validate(compose_config("eval.batch_size=1", modes, "model=resnet"))  # H x W per channel
+    validate(compose_config("eval.batch_size=1", modes, "norm=layer"))  # no batch statistics
+    validate(compose_config("eval.batch_size=1"))  # running mode has no test batches
 
 
 def test_without_bn_every_mode_scores_the_same():
