@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, ContextManager, Iterable, Iterator, Optional
+from typing import Callable, ContextManager, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -193,18 +193,15 @@ def precise_statistics(model: nn.Module, images: Iterable[torch.Tensor], count: 
 def evaluate_modes(model: nn.Module, modes: list[str], test: DeviceSplit,
                    normalize: PixelStandardizer,
                    autocast: Callable[[], ContextManager], batch_size: int, seed: int,
-                   precise_images: Callable[[], Iterator[torch.Tensor]], precise_batches: int,
-                   precise_estimator: str = "mean_of_batch_variances"
-                   ) -> dict[str, tuple[float, float]]:
-    """{split name: (mean loss, accuracy)} for each mode, running first."""
+                   precise_model: Callable[[], nn.Module]) -> dict[str, tuple[float, float]]:
+    """{split name: (mean loss, accuracy)} for each mode, running first; `precise_model`
+    gives PreciseBN's twin of `model` (`precise_statistics`), asked for only in precise mode."""
     results = {}
     for mode in modes:
         if mode == "running":
             result = evaluate(model, test, normalize, autocast)
         elif mode == "precise":
-            twin = precise_statistics(model, precise_images(), precise_batches,
-                                      precise_estimator)
-            result = evaluate(twin, test, normalize, autocast)
+            result = evaluate(precise_model(), test, normalize, autocast)
         else:
             make = shuffled_batches if mode == "batch" else single_class_batches
             batches = make(test.labels, batch_size, seed + EVAL_SEED_OFFSET)

@@ -14,7 +14,7 @@ from torch import nn
 from bnexp import datasets
 from bnexp.config import Compile, ConfigError, DataConfig, Device, TrainConfig, Trainable
 from bnexp.engine import StepPlan, Fitter, autocast_for
-from bnexp.evaluation import evaluate_modes, precise_batch_count
+from bnexp.evaluation import evaluate_modes, precise_batch_count, precise_statistics
 from bnexp.loader import PixelStandardizer, TrainBatches, balanced_subset, to_device
 from bnexp.samplers import batch_order
 from bnexp.models import MODELS, build_model
@@ -156,9 +156,10 @@ def build_session(cfg: DictConfig, threads: Optional[int], data: Optional[dict] 
         trainable = frozen.trained_elements()
     plan = StepPlan(total_steps, cfg.train.log_every, cfg.train.eval_every,
                     cfg.probe.every if probes else 0, cfg.train.eval_every_steps or 0)
+    precise = _precise_twin(cfg, model, data, fitter)
     return Session(device, data, model, norms, batches, fitter, plan, autocast, lr,
-                   _evaluator(cfg, model, data, autocast, fitter, "test"),
-                   _evaluator(cfg, model, data, autocast, fitter, "train_eval"), trainable)
+                   _evaluator(cfg, model, data, autocast, precise, "test"),
+                   _evaluator(cfg, model, data, autocast, precise, "train_eval"), trainable)
 
 
 def _probes(cfg: DictConfig, model: nn.Module, norms: BlockFactory,
@@ -176,22 +177,36 @@ def _probes(cfg: DictConfig, model: nn.Module, norms: BlockFactory,
     return probes
 
 
-def _evaluator(cfg: DictConfig, model: nn.Module, data: dict[str, Any], autocast: Callable,
-               fitter: Fitter, split: str) -> Callable[[], dict[str, tuple[float, float]]]:
-    """Evaluation of `data[split]` (test, or the training examples rescored) in every eval
-    mode; PreciseBN draws its training batches from a seed of its own per step, so the
-    training order and a resumed run are unaffected."""
-    def precise_images() -> Iterator[torch.Tensor]:
+def _precise_twin(cfg: DictConfig, model: nn.Module, data: dict[str, Any], fitter: Fitter
+                  ) -> Callable[[], nn.Module]:
+    """PreciseBN's twin of the model at the current step, estimated once per step and shared
+    by the test and training-example evaluations. Its training batches come from a seed of
+    their own per step, so the training order and a resumed run are unaffected."""
+    estimated: dict[int, nn.Module] = {}  # step -> twin; only the latest step is kept
+    count = precise_batch_count(cfg.eval.precise_batches, cfg.eval.precise_examples,
+                                cfg.train.batch_size)
+
+    def images() -> Iterator[torch.Tensor]:
         sampler = TrainBatches(data["train"], data["normalize"], cfg.train.batch_size,
                                cfg.data.augment, cfg.seed + PRECISE_SEED_OFFSET + fitter.step_count)
         while True:
-            for images, _ in sampler.epoch():
-                yield images
+            for batch, _ in sampler.epoch():
+                yield batch
 
+    def twin() -> nn.Module:
+        if fitter.step_count not in estimated:
+            estimated.clear()
+            estimated[fitter.step_count] = precise_statistics(
+                model, images(), count, cfg.eval.precise_estimator.value)
+        return estimated[fitter.step_count]
+    return twin
+
+
+def _evaluator(cfg: DictConfig, model: nn.Module, data: dict[str, Any], autocast: Callable,
+               precise: Callable[[], nn.Module], split: str
+               ) -> Callable[[], dict[str, tuple[float, float]]]:
+    """Evaluation of `data[split]` (test, or the training examples rescored) in every eval
+    mode (`precise`: PreciseBN's twin at the current step)."""
     modes = [mode.value for mode in cfg.eval.modes]
     return lambda: evaluate_modes(model, modes, data[split], data["normalize"], autocast,
-                                  cfg.eval.batch_size, cfg.seed, precise_images,
-                                  precise_batch_count(cfg.eval.precise_batches,
-                                                      cfg.eval.precise_examples,
-                                                      cfg.train.batch_size),
-                                  cfg.eval.precise_estimator.value)
+                                  cfg.eval.batch_size, cfg.seed, precise)

@@ -115,7 +115,7 @@ def test_eval_modes_match_direct_computations_and_leave_the_model_untouched():
     train_images = [torch.randn(16, 1, 2, 2) for _ in range(4)]
     results = evaluate_modes(model, ["running", "batch", "homogeneous", "precise"], test,
                              normalize, NO_AUTOCAST, batch_size=8, seed=0,
-                             precise_images=lambda: iter(train_images), precise_batches=3)
+                             precise_model=lambda: precise_statistics(model, iter(train_images), 3))
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key  # bit-identical, buffers included
     assert not model.training
@@ -196,7 +196,7 @@ def test_test_batches_of_one_on_feature_maps_are_instance_norm():
                                      generator=generator), torch.arange(12) % 3)
     normalize = PixelStandardizer(test.images)
     results = evaluate_modes(model, ["running", "batch"], test, normalize, NO_AUTOCAST, 1, 0,
-                             lambda: iter([]), 1)
+                             lambda: model)
     instance = copy.deepcopy(model)
     for name, module in list(instance.named_modules()):
         for child_name, child in list(module.named_children()):
@@ -210,6 +210,25 @@ def test_test_batches_of_one_on_feature_maps_are_instance_norm():
                 (logits.argmax(1) == test.labels).float().mean().item())
     assert results["test_batch"] == pytest.approx(expected, rel=1e-5)
     assert results["test_batch"] != pytest.approx(results["test"], rel=1e-3)
+
+
+def test_precise_bn_is_estimated_once_per_step_for_both_splits(idx_root, monkeypatch):
+    """The test set and the training examples are scored with one PreciseBN twin per step
+    (its batches are seeded by the step, so a second estimate would repeat the first)."""
+    from bnexp import session as session_module
+    calls = []
+    real = session_module.precise_statistics
+    monkeypatch.setattr(session_module, "precise_statistics",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    cfg = compose_config("data=mnist", f"data.root={idx_root}", "train.device=cpu",
+                         "eval.modes=[running,precise]", "eval.precise_batches=2")
+    built = session_module.build_session(cfg, threads=1)
+    built.evaluate()
+    built.evaluate_train()
+    assert len(calls) == 1
+    built.fitter.step_count += 1  # a later step draws other batches: estimated anew
+    built.evaluate_train()
+    assert len(calls) == 2
 
 
 def test_a_test_batch_of_one_is_refused_where_it_has_no_batch_statistics():
@@ -227,7 +246,7 @@ def test_without_bn_every_mode_scores_the_same():
     test = _test_split()
     results = evaluate_modes(model, ["running", "batch", "homogeneous", "precise"], test,
                              PixelStandardizer(test.images), NO_AUTOCAST, 8, 0,
-                             lambda: iter([torch.randn(8, 1, 2, 2)]), 1)
+                             lambda: precise_statistics(model, iter([torch.randn(8, 1, 2, 2)]), 1))
     assert len({round(loss, 6) for loss, _ in results.values()}) == 1
 
 

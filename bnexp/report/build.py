@@ -65,8 +65,9 @@ def build_report(results: Path, out: Optional[Path] = None, options: Optional[Op
     derived = probe_outcomes(data.extras)
     data.runs = data.runs.merge(derived, on="run", how="left")
     metrics = [*METRICS, "effective_lr",
-               *sorted(c for c in data.runs if c.startswith(diagnostics.MODE_PREFIX)
-                       or c.startswith("final_train_accuracy_")),
+               *[column for key in ("final_test_accuracy", "final_train_accuracy")
+                 for mode, column in diagnostics.mode_columns(data.runs, key).items()
+                 if mode != "running"],
                *[c for c in derived if c != "run"]]
     if question.target is not None and not data.curves.empty:
         data.runs = data.runs.merge(to_target(data.curves, question.target), on="run", how="left")
@@ -144,8 +145,9 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
             f"{what} over batch size and learning rate; diverged and untrained runs are counted "
             "in each cell.",
             f"Heat map of {what}: batch size rows, learning rate columns, one panel per {hue}.")
-    mode_metric = metric.startswith(diagnostics.MODE_PREFIX)
-    if any(c.startswith(diagnostics.MODE_PREFIX) for c in data.runs):
+    mode_metric = metric in {column for mode, column in diagnostics.mode_columns(data.runs).items()
+                             if mode != "running"}
+    if diagnostics.scored_in_other_modes(data.runs):
         (primary if mode_metric else rest)["eval_modes"] = (
             diagnostics.eval_mode_bars(data, factors, roles, palette, chance),
             "test accuracy by eval mode",

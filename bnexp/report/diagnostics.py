@@ -15,19 +15,29 @@ from bnexp.report import layout, plots
 from bnexp.report.collect import Collection
 from bnexp.report.probe_outcomes import GAMMA_OFF, dead_fraction
 from bnexp.report.stats import label, sort_key, summarize, t_interval
-from bnexp.schema import FINISHED, Status
+from bnexp.config import EvalMode
+from bnexp.schema import FINISHED, Status, summary_key
 
 MAX_PANELS = 16
-MODE_PREFIX = "final_test_accuracy_"  # + batch | homogeneous | precise; running is unsuffixed
 PROBED = (*FINISHED, Status.failed_to_train)  # runs whose probe tables are drawn: all that ran
+
+
+def mode_columns(runs: pd.DataFrame, key: str = "final_test_accuracy") -> dict[str, str]:
+    """{eval mode: its column of `key`} for the modes these runs were scored in, running
+    first (schema.summary_key names them)."""
+    columns = {mode.value: summary_key(key, mode.value) for mode in EvalMode}
+    return {mode: column for mode, column in columns.items() if column in runs}
+
+
+def scored_in_other_modes(runs: pd.DataFrame) -> bool:
+    """Whether any run was scored in an eval mode besides running."""
+    return len(mode_columns(runs)) > 1
 
 
 def eval_mode_summary(runs: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     """The summary in long form: one row per (variant, eval mode), metric `mode_accuracy`."""
-    modes = ["running"] + sorted(c[len(MODE_PREFIX):] for c in runs if c.startswith(MODE_PREFIX))
     parts = []
-    for mode in modes:
-        column = "final_test_accuracy" if mode == "running" else MODE_PREFIX + mode
+    for mode, column in mode_columns(runs).items():
         renamed = runs.drop(columns=["mode_accuracy"], errors="ignore").rename(
             columns={column: "mode_accuracy"})
         part = summarize(renamed, factors, ["mode_accuracy"])
@@ -39,9 +49,8 @@ def eval_mode_bars(data: Collection, factors: list[str], roles: layout.Roles,
                    palette: layout.Palette, chance: float) -> plt.Figure:
     """Test accuracy per eval mode (the bar groups) and variant, with each seed's value."""
     long = eval_mode_summary(data.runs, factors)
-    per_run = pd.concat([data.runs.assign(**{"eval mode": mode, "mode_accuracy": data.runs[
-        "final_test_accuracy" if mode == "running" else MODE_PREFIX + mode]})
-        for mode in long["eval mode"].unique()], ignore_index=True)
+    per_run = pd.concat([data.runs.assign(**{"eval mode": mode, "mode_accuracy": data.runs[column]})
+                         for mode, column in mode_columns(data.runs).items()], ignore_index=True)
     mode_roles = layout.Roles(roles.hue, roles.panels, "eval mode")
     figure = plots.bars(long, "mode_accuracy", mode_roles, palette, per_run, chance)
     for axis in figure.axes:
