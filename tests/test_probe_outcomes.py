@@ -88,8 +88,10 @@ def test_a_run_without_a_table_has_no_value_not_zero():
     assert list(probe_outcomes({}).columns) == ["run"]
     # a deep linear network's activations have no flat side, so no saturation to count
     linear = _activation_rows("c").assign(module="LinearActivation", saturated=math.nan)
-    assert probe_outcomes({"activations": linear})[["dead_units", "saturated_inputs"]] \
-        .isna().all().all()
+    measured = probe_outcomes({"activations": pd.concat([_activation_rows("a"), linear])})
+    measured = measured.set_index("run").reindex(["a", "c"])
+    assert measured.loc["a", "dead_units"] == pytest.approx(0.5)
+    assert measured.loc["c", ["dead_units", "saturated_inputs"]].isna().all()
 
 
 def test_a_measure_is_worded_by_its_direction_not_as_better():
