@@ -11,6 +11,7 @@ from scipy import stats as scipy_stats
 
 from bnexp.report.build import Options, build_report
 from bnexp.report.metrics import metric_info
+from bnexp.report.stats import label
 from bnexp.report.outcomes import mark_failed_to_train, to_target
 from bnexp.report.verdicts import (Comparison, Paired, compare, comparisons_from_config,
                                    paired_differences, paired_interval, verdict)
@@ -218,3 +219,10 @@ def test_recorded_comparisons_keep_every_declared_key():
     assert comparisons_from_config(recorded) == [
         Comparison("norm.kind", "none", "batch", "optim.lr", "fair", "final_test_loss"),
         Comparison("optim.lr", "0.1")]
+
+
+def test_a_cell_names_keys_briefly_unless_two_share_a_short_name():
+    assert label({"norm.kind": "batch", "norm.placement": "after"}) == "kind=batch, placement=after"
+    assert label({"train.batch_size": 32, "eval.batch_size": 32, "norm.kind": "batch"}) == \
+        "train.batch_size=32, eval.batch_size=32, kind=batch"
+    assert label({}) == "all runs"

@@ -62,8 +62,11 @@ def sort_key(value: object) -> tuple:
 
 
 def label(values: dict[str, object]) -> str:
-    """`kind=batch, placement=after`: short key names, in factor order."""
-    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in values.items()) or "all runs"
+    """`kind=batch, placement=after`: short key names, in factor order; a short name two keys
+    share is spelled in full (`train.batch_size=32, eval.batch_size=32`)."""
+    short = [key.rsplit(".", 1)[-1] for key in values]
+    names = [name if short.count(name) == 1 else key for name, key in zip(short, values)]
+    return ", ".join(f"{name}={value}" for name, value in zip(names, values.values())) or "all runs"
 
 
 def t_interval(values: pd.Series) -> tuple[int, float, float, float, float]:
