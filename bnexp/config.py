@@ -119,6 +119,7 @@ class DataConfig:
     root: Optional[str] = None  # folder searched first; else $BNEXP_DATA, user cache, /usr/share/datasets
     download: bool = False  # fetch with torchvision's downloader (checksummed) when not found
     train_subset: Optional[int] = None  # examples kept from the training set (class-balanced); null = all
+    test_subset: Optional[int] = None  # examples kept from the test set (class-balanced); null = all: coarser accuracies, for smoke tests
     subset_seed: int = 0  # seed of the class-balanced pick; fixed so that seeds share one subset
     augment: bool = False  # batched random crop (4-pixel padding) + horizontal flip, on the device
 
@@ -263,7 +264,8 @@ READ_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
     "train.epochs": lambda c: c.get("train.steps") is None,
     "train.eval_every_steps": lambda c: c.get("train.eval_every_steps") is not None,
     "train.classes_per_batch": lambda c: c.get("train.sampler") == "class_clustered",
-    "data.subset_seed": lambda c: c.get("data.train_subset") is not None,
+    "data.subset_seed": lambda c: c.get("data.train_subset") is not None
+    or c.get("data.test_subset") is not None,
     "probe.every": lambda c: any(c.get(f"probe.{name}") for name in PROBE_SWITCHES),
     "probe.landscape_steps": lambda c: bool(c.get("probe.landscape")),
     "probe.units": lambda c: bool(c.get("probe.activations")),

@@ -47,7 +47,7 @@ ADDED_LATER = (  # keys added after runs were recorded without them; their schem
     # folders keep their ids and a relaunch finds them
     "train.sampler", "train.classes_per_batch", "train.freeze_norm_stats_at",
     "probe.ics", "probe.landscape", "probe.landscape_steps",
-    "eval.precise_examples", "eval.precise_estimator",
+    "eval.precise_examples", "eval.precise_estimator", "data.test_subset",
 )
 ADDED_WITH_DEFAULT = {key: value for key, value in flatten(OmegaConf.structured(Config)).items()
                       if key in ADDED_LATER}  # the defaults, read from the schema

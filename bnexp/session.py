@@ -55,8 +55,8 @@ def check_device(cfg: TrainConfig) -> torch.device:
 
 def load_splits(cfg: DataConfig, batch_size: int) -> tuple[datasets.Splits, Optional[torch.Tensor]]:
     """The decoded dataset and the indices of the training subset (None: all of it), after
-    every check that needs the data itself: the subset and the batch fit in the training
-    set, and no input channel is constant (its std of 0 would make every input NaN). Run
+    every check that needs the data itself: the subsets fit in their sets, the batch in the
+    training set, and no input channel is constant (its std of 0 would make every input NaN). Run
     before any run folder exists (bnexp.callbacks) and again by the run; decoding is cached
     per process."""
     splits = datasets.load(cfg.name, cfg.root, cfg.download)
@@ -67,6 +67,10 @@ def load_splits(cfg: DataConfig, batch_size: int) -> tuple[datasets.Splits, Opti
             raise ConfigError(f"data.train_subset={cfg.train_subset} exceeds the {available} "
                               f"training examples of {cfg.name}: lower it or use null")
         subset = balanced_subset(splits.train_labels, cfg.train_subset, cfg.subset_seed)
+    tests = splits.test_labels.shape[0]
+    if cfg.test_subset is not None and cfg.test_subset > tests:
+        raise ConfigError(f"data.test_subset={cfg.test_subset} exceeds the {tests} test "
+                          f"examples of {cfg.name}: lower it or use null")
     examples = available if subset is None else len(subset)
     if batch_size > examples:
         raise ConfigError(f"train.batch_size={batch_size} exceeds the {examples} training "
@@ -83,10 +87,11 @@ def load_splits(cfg: DataConfig, batch_size: int) -> tuple[datasets.Splits, Opti
 
 
 def place_data(cfg: DataConfig, batch_size: int, device: torch.device) -> dict[str, Any]:
-    """Decode the dataset, pick the training subset, and move both splits to `device`."""
+    """Decode the dataset, pick the subsets, and move both splits to `device`."""
     splits, subset = load_splits(cfg, batch_size)
     train = to_device(splits.train_images, splits.train_labels, device, subset)
-    test = to_device(splits.test_images, splits.test_labels, device)
+    test = to_device(splits.test_images, splits.test_labels, device, None if cfg.test_subset is None
+                     else balanced_subset(splits.test_labels, cfg.test_subset, cfg.subset_seed))
     rescored = train if len(train) <= TRAIN_EVAL_EXAMPLES else to_device(
         train.images, train.labels, device,
         balanced_subset(train.labels, TRAIN_EVAL_EXAMPLES, cfg.subset_seed).to(device))

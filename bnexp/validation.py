@@ -62,6 +62,8 @@ def validate(cfg: DictConfig) -> None:
         (cfg.norm.eps > 0, "norm.eps", cfg.norm.eps, "a number > 0"),
         (cfg.data.train_subset is None or cfg.data.train_subset >= 1, "data.train_subset",
          cfg.data.train_subset, "null or an integer >= 1"),
+        (cfg.data.test_subset is None or cfg.data.test_subset >= 1, "data.test_subset",
+         cfg.data.test_subset, "null or an integer >= 1"),
         (cfg.model.depth >= 1, "model.depth", cfg.model.depth, "an integer >= 1"),
         (cfg.model.width > 0, "model.width", cfg.model.width, "a number > 0"),
         (0 <= cfg.model.dropout < 1, "model.dropout", cfg.model.dropout, "a probability in [0, 1)"),

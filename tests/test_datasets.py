@@ -172,3 +172,22 @@ def test_parallel_downloads_take_turns_and_the_second_finds_the_files(tmp_path):
     assert datasets._download(info, [tmp_path / "cache"]) is None
     waiters[0].join(timeout=30)
     assert results == [None] and calls == [tmp_path / "cache"]  # fetched once
+
+
+def test_test_subset_keeps_a_class_balanced_part_of_the_test_set(tmp_path):
+    """data.test_subset=20 of the 40 written test images: two per class, the images as
+    written; too many is refused naming the key; null keeps every written image."""
+    from bnexp.compose import compose_config
+    from bnexp.config import ConfigError
+    from bnexp.session import place_data
+    arrays = write_idx_dataset(tmp_path / "mnist")
+    cfg = compose_config("data=mnist", f"data.root={tmp_path}", "data.test_subset=20").data
+    test = place_data(cfg, 8, torch.device("cpu"))["test"]
+    assert np.bincount(test.labels.numpy(), minlength=10).tolist() == [2] * 10
+    written = {image.tobytes() for image in arrays["test_images"]}
+    assert all(image.numpy().tobytes() in written for image in test.images.squeeze(1))
+    whole = compose_config("data=mnist", f"data.root={tmp_path}").data
+    assert len(place_data(whole, 8, torch.device("cpu"))["test"]) == 40
+    with pytest.raises(ConfigError, match="data.test_subset=41 exceeds the 40 test"):
+        place_data(compose_config("data=mnist", f"data.root={tmp_path}",
+                                  "data.test_subset=41").data, 8, torch.device("cpu"))

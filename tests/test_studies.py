@@ -135,11 +135,13 @@ def test_a_study_without_a_scale_is_refused_in_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_quick_grids_run_end_to_end_and_report(tmp_path, fashion_mnist):
-    """Every study, each with its whole quick grid but two seeds, at a tiny budget (fourteen
-    studies: about 15 minutes on 2 cores). 1,100 images: population_stats trains at batch 1024."""
+    """Every study, each with its whole quick grid but two seeds, at a tiny budget (fifteen
+    studies: about 15 minutes on 2 cores). 1,100 images: population_stats trains at batch 1024;
+    500 test images: online_resnet scores them one by one (batch statistics at batch 1)."""
     results = tmp_path / "results"
     done = subprocess.run(["bash", str(ROOT / "scripts" / "run_studies.sh"), "quick", "--",
-                           f"results_dir={results}", "data.train_subset=1100", "train.steps=2",
+                           f"results_dir={results}", "data.train_subset=1100", "data.test_subset=500",
+                           "train.steps=2",
                            "eval.precise_batches=2", "seed=0,1"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=2400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

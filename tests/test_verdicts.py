@@ -226,3 +226,20 @@ def test_a_cell_names_keys_briefly_unless_two_share_a_short_name():
     assert label({"train.batch_size": 32, "eval.batch_size": 32, "norm.kind": "batch"}) == \
         "train.batch_size=32, eval.batch_size=32, kind=batch"
     assert label({}) == "all runs"
+
+
+def test_the_question_is_the_one_the_latest_run_recorded():
+    """A study that gained an arm after most of its runs were recorded reports its current
+    claim and comparisons, not the majority's older ones."""
+    from bnexp.report.question import resolve
+    runs = pd.DataFrame({
+        "question.claim": ["old", "old", "new", "old"],
+        "question.comparisons": ["[]", "[]", '[{"factor": "norm.kind", "reference": "batch"}]',
+                                 "[]"],
+        "started_at": ["2026-11-01T10:00:00+00:00", "2026-11-01T11:00:00+00:00",
+                       "2026-11-30T17:00:00+00:00", None],
+        "norm.kind": ["batch", "group", "ghost", "batch"]})
+    with pytest.warns(UserWarning, match="latest run"):
+        question = resolve(runs, ["norm.kind"])
+    assert question.claim == "new"
+    assert [(c.factor, c.reference) for c in question.comparisons] == [("norm.kind", "batch")]

@@ -29,18 +29,22 @@ class Question:
 
 
 def _recorded(runs: pd.DataFrame, key: str) -> Optional[object]:
-    """The value most runs recorded for a question key (a warning when they disagree)."""
+    """The value the most recently started run recorded for a question key: the study's
+    file as it was last run (a study may gain arms and comparisons after some of its runs
+    were recorded); a warning when runs disagree."""
     if key not in runs:
         return None
-    values = runs[key].dropna()
-    values = values[values.astype(str) != "n/a"]
+    values = runs[key].where(runs[key].astype(str) != "n/a")
+    if "started_at" in runs:  # unknown start times count as the oldest
+        started = pd.to_datetime(runs["started_at"], errors="coerce", utc=True)
+        values = values.loc[started.sort_values(na_position="first", kind="stable").index]
+    values = values.dropna()
     if values.empty:
         return None
-    counts = values.astype(str).value_counts()
-    if len(counts) > 1:
-        warnings.warn(f"runs disagree on {key}; the report uses the most common value",
+    if values.astype(str).nunique() > 1:
+        warnings.warn(f"runs disagree on {key}; the report uses the latest run's value",
                       stacklevel=3)
-    return values[values.astype(str) == counts.index[0]].iloc[0]
+    return values.iloc[-1]
 
 
 def resolve(runs: pd.DataFrame, factors: list[str], metric: Optional[str] = None,

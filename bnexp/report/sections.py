@@ -16,9 +16,10 @@ from bnexp.report.verdicts import signed, text
 from bnexp.schema import REPORTED
 
 HEADLINE_KEYS = [  # what the page names first among the settings held fixed
-    "data.name", "data.train_subset", "model.name", "model.depth", "model.width",
-    "model.activation", "norm.kind", "norm.placement", "norm.affine", "optim.name", "optim.lr",
-    "optim.schedule", "train.batch_size", "train.epochs", "train.steps",
+    "data.name", "data.train_subset", "data.test_subset", "model.name", "model.depth",
+    "model.width", "model.activation", "norm.kind", "norm.placement", "norm.affine",
+    "optim.name", "optim.lr", "optim.schedule", "train.batch_size", "train.epochs",
+    "train.steps",
 ]
 COMPARISON_HEADER = ["within", "n", "contrast − reference [95% CI], verdict",
                      "left out (seed: why)"]
