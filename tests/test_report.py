@@ -116,6 +116,24 @@ def test_factor_detection_on_a_mixed_grid(tmp_path):
     assert data.runs.set_index("run").loc["2", "norm.placement"] == "n/a"
 
 
+def test_a_key_that_relabels_a_factor_is_that_factor_not_a_second_one():
+    """eval.batch_size set to train.batch_size varies with it one to one: one factor, named
+    by the key the schema declares first; keys crossed with each other both stay."""
+    grid = [(kind, batch, lr) for kind in ("batch", "group") for batch in (1, 32)
+            for lr in (0.1, 0.5)]
+    runs = pd.DataFrame({"norm.kind": [k for k, _, _ in grid],
+                         "train.batch_size": [b for _, b, _ in grid],
+                         "eval.batch_size": [b for _, b, _ in grid],
+                         "optim.lr": [lr for _, _, lr in grid], "seed": 0})
+    keys = ["eval.batch_size", "norm.kind", "optim.lr", "seed", "train.batch_size"]
+    assert detect_factors(runs, keys) == ["norm.kind", "optim.lr", "train.batch_size"]
+    noisy = pd.DataFrame({"norm.kind": ["batch", "noisy_batch", "noisy_batch"],
+                          "norm.noise_mean": ["n/a", 0.5, 0.1], "norm.noise_std": ["n/a", 0.5, 0.1],
+                          "seed": 0})  # a noise level sets both; n/a goes with n/a alone
+    assert detect_factors(noisy, ["norm.kind", "norm.noise_mean", "norm.noise_std", "seed"]) \
+        == ["norm.kind", "norm.noise_mean"]
+
+
 def test_runs_of_another_bnexp_version_still_report(tmp_path):
     """A metrics.csv without the optional lr/seconds columns (an older bnexp) or with a column
     this bnexp does not know (a newer one) reports; one without a required column is

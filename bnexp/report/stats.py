@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import fields
 from typing import Iterable, Optional
 
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from bnexp.config import Config
 from bnexp.identity import NOT_SEMANTIC
 from bnexp.report.collect import NOT_APPLICABLE
 from bnexp.schema import REPORTED, Status
@@ -27,11 +29,34 @@ CONFIDENCE = 0.95
 
 
 def detect_factors(runs: pd.DataFrame, config_keys: Iterable[str]) -> list[str]:
-    """Config keys with more than one value among the runs, except the replicate and keys
-    that only say where or how a run executed."""
+    """Config keys with more than one value among the runs, except the replicate, keys
+    that only say where or how a run executed, and aliases: a key whose values relabel
+    another factor's one to one (`eval.batch_size: ${train.batch_size}`, or the depth and LR
+    a study's network choice sets together) is that factor under another name, so it
+    neither splits a cell nor gets a figure axis. Of a set of aliases the key the schema
+    declares first (data, model, norm, optim, train, probe, eval; then by name) stays."""
     candidates = [key for key in config_keys
                   if key in runs and key != REPLICATE and key not in NOT_SEMANTIC]
-    return [key for key in candidates if len(_applicable_values(runs[key])) > 1]
+    varying = sorted((key for key in candidates if len(_applicable_values(runs[key])) > 1),
+                     key=_schema_rank)
+    kept: list[str] = []
+    for key in varying:
+        if not any(_relabels(runs, key, other) for other in kept):
+            kept.append(key)
+    return sorted(kept)
+
+
+def _schema_rank(key: str) -> tuple[int, str]:
+    sections = [item.name for item in fields(Config)]
+    section = key.split(".", 1)[0]
+    return (sections.index(section) if section in sections else len(sections), key)
+
+
+def _relabels(runs: pd.DataFrame, key: str, other: str) -> bool:
+    """Whether each value of `key` (as text, n/a included) goes with exactly one value of
+    `other` among the runs, and the other way round."""
+    pairs = runs[[key, other]].astype(str).drop_duplicates()
+    return pairs[key].is_unique and pairs[other].is_unique
 
 
 def held_fixed(runs: pd.DataFrame, config_keys: Iterable[str]) -> dict[str, object]:
