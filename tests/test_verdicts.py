@@ -135,17 +135,23 @@ def test_each_side_at_its_best_setting_pairs_best_against_best():
 
 
 def test_a_run_at_chance_or_whose_loss_never_fell_failed_to_train():
+    """The initial loss is the first batch's, or ln(10) where that batch held fewer examples
+    than classes (batch 1: one example's loss says nothing of where training started)."""
     runs = pd.DataFrame({
-        "run": ["good", "chance", "flat", "old", "diverged"],
-        "data.name": ["fashion_mnist"] * 5,
-        "status": ["completed", "completed", "completed", "completed", "diverged"],
-        "final_test_accuracy": [0.80, 0.115, 0.60, 0.55, math.nan],
-        "initial_train_loss": [2.4, 2.4, 1.5, math.nan, 2.4],
-        "final_train_loss": [0.5, 2.30, 1.6, 2.31, math.nan],
+        "run": ["good", "chance", "flat", "old", "diverged", "online", "online_flat"],
+        "data.name": ["fashion_mnist"] * 7,
+        "train.batch_size": [64, 64, 64, 64, 64, 1, 1],
+        "status": ["completed", "completed", "completed", "completed", "diverged",
+                   "completed", "completed"],
+        "final_test_accuracy": [0.80, 0.115, 0.60, 0.55, math.nan, 0.69, 0.40],
+        "initial_train_loss": [2.4, 2.4, 1.5, math.nan, 2.4, 0.28, 0.28],
+        "final_train_loss": [0.5, 2.30, 1.6, 2.31, math.nan, 0.84, 2.35],
     })
     marked = mark_failed_to_train(runs).set_index("run")
     assert list(marked["status"]) == ["completed", "failed to train", "failed to train",
-                                      "failed to train", "diverged"]
+                                      "failed to train", "diverged", "completed",
+                                      "failed to train"]
+    assert f"not below the initial {math.log(10):.3f}" in marked.loc["online_flat", "problem"]
     assert "within 2 points of chance" in marked.loc["chance", "problem"]
     assert "not below the initial 1.500" in marked.loc["flat", "problem"]
     assert f"not below the initial {math.log(10):.3f}" in marked.loc["old", "problem"]
