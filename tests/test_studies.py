@@ -163,14 +163,17 @@ def test_readme_lists_exactly_the_studies():
 
 def test_committed_reports_link_only_committed_files():
     """Every number in a committed report traces to a committed text file: runs.csv and
-    curves.csv are committed with each study's page, and no link on it leads to a file that is
-    not committed (run folders and the probes' large tables stay local)."""
+    curves.csv are committed with each study's page (and with a full-scale page where one is
+    committed, under results/<study>/full/), and no link on it leads to a file that is not
+    committed (run folders and the probes' large tables stay local)."""
     listed = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True,
                             text=True)
     if listed.returncode != 0:
         pytest.skip("not a git checkout")
     tracked = set(listed.stdout.split())
-    for study in STUDIES:
+    full_reports = [f"{study}/full" for study in STUDIES
+                    if f"results/{study}/full/report/report.md" in tracked]
+    for study in [*STUDIES, *full_reports]:
         folder = f"results/{study}/report"
         assert {f"{folder}/{name}" for name in ("report.html", "report.md", "runs.csv",
                                                 "curves.csv", "comparisons.csv")} <= tracked
