@@ -449,3 +449,12 @@ def test_a_number_that_only_relabels_a_category_gets_no_line(tmp_path):
                 config = {"seed": seed, "norm.kind": kind, "model.depth": depth, "study": "s"}
                 write_run(free / f"{depth}{kind}{seed}", config, accuracy=0.8 + 0.01 * seed)
     assert "vs_depth" in build_report(free, tmp_path / "out2", keep_figures=True).figures
+
+
+def test_the_page_names_the_keys_that_follow_a_factor():
+    from bnexp.report.stats import aliases
+    runs = pd.DataFrame({"model.activation": ["relu", "identity"] * 2, "model.depth": [6, 10] * 2,
+                         "optim.lr": [0.1, 0.003] * 2, "norm.kind": ["batch"] * 2 + ["none"] * 2,
+                         "final_test_accuracy": [0.8, 0.7, 0.6, 0.5], "seed": 0})
+    assert aliases(runs, ["model.activation", "norm.kind"]) == {
+        "model.activation": ["model.depth", "optim.lr"]}

@@ -11,7 +11,7 @@ import pandas as pd
 from bnexp.report import page
 from bnexp.report.metrics import metric_info
 from bnexp.report.question import Question
-from bnexp.report.stats import sort_key, summary_cells
+from bnexp.report.stats import aliases, sort_key, summary_cells
 from bnexp.report.verdicts import signed, text
 from bnexp.schema import REPORTED
 
@@ -181,9 +181,14 @@ def _fixed_text(fixed: dict) -> str:
 
 
 def _varied(runs: pd.DataFrame, factors: list[str]) -> str:
+    following = aliases(runs, factors)
+
+    def with_aliases(factor: str) -> str:
+        keys = following.get(factor)
+        return f" (with {', '.join(f'`{k}`' for k in keys)}, one to one)" if keys else ""
     varied = "; ".join(
         f"`{f}`: {', '.join(sorted(runs[f].map(text).unique(), key=sort_key))}"
-        for f in factors) or "nothing (a single variant)"
+        f"{with_aliases(f)}" for f in factors) or "nothing (a single variant)"
     seeds = sorted(runs["seed"].astype(str).unique(), key=sort_key) if "seed" in runs else []
     return f"Factors: {varied}. Replicates: seeds {', '.join(seeds) or '–'}."
 

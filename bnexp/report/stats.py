@@ -46,6 +46,21 @@ def detect_factors(runs: pd.DataFrame, config_keys: Iterable[str]) -> list[str]:
     return sorted(kept)
 
 
+def aliases(runs: pd.DataFrame, factors: list[str]) -> dict[str, list[str]]:
+    """{factor: the config keys (columns `<section>.<key>` of the schema's sections) that vary
+    with it one to one and are not factors themselves}, for the page to name them."""
+    sections = {item.name for item in fields(Config)}
+    found: dict[str, list[str]] = {}
+    for key in sorted(runs.columns, key=_schema_rank):
+        if key in factors or key.split(".", 1)[0] not in sections or "." not in key \
+                or key in NOT_SEMANTIC or len(_applicable_values(runs[key])) < 2:
+            continue
+        owner = next((factor for factor in factors if _relabels(runs, key, factor)), None)
+        if owner is not None:
+            found.setdefault(owner, []).append(key)
+    return found
+
+
 def _schema_rank(key: str) -> tuple[int, str]:
     sections = [item.name for item in fields(Config)]
     section = key.split(".", 1)[0]
