@@ -165,12 +165,13 @@ def test_a_run_recorded_under_the_older_identity_is_skipped_not_retrained(tmp_pa
     [folder] = run_folders(tmp_path / "results")
     config = json.loads((folder / "summary.json").read_text())["config"]
     # what the older bnexp recorded had no keys added since: the study's question, the
-    # optional train.eval_every_steps (null), pack / pack_members, and issue 17's options
+    # optional train.eval_every_steps (null), pack / pack_members, issue 17's options and
+    # data.test_subset
     added_since = {"train.eval_every_steps", "pack", "pack_members", "train.sampler",
                    "train.classes_per_batch", "train.freeze_norm_stats_at", "probe.ics",
                    "probe.landscape", "probe.landscape_steps", "eval.precise_examples",
                    "eval.precise_estimator", "norm.noise_mean", "norm.noise_scale",
-                   "norm.noise_std"}
+                   "norm.noise_std", "data.test_subset"}
     config = {key: value for key, value in config.items()
               if not key.startswith("question.") and key not in added_since}
     old_name = f"{folder.name.rsplit('-', 1)[0]}-{_v1_hash(config)}"
