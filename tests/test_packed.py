@@ -37,7 +37,7 @@ GENTLE = {"mlp": [(0, 0.02), (1, 0.01), (2, 0.02), (3, 0.015)],
 def _overrides(model: str, kind: str, root: Path, results: Path, batch: int = 8,
                steps: int = 20) -> list[str]:
     extra = {"resnet": ["model.depth=8", "model.width=0.25"], "mlp": ["model.width=32"]}[model]
-    if kind == "ghost":
+    if "virtual_batch_size" in NORMS[kind].reads:  # ghost, ghost_renorm: virtual batches
         extra.append("norm.virtual_batch_size=8")
     if kind == "group":
         extra.append("norm.groups=2")
@@ -99,7 +99,8 @@ def test_forward_of_a_pack_is_each_members_forward(model, kind):
         overrides = [f"model={model}", f"norm={kind}", f"norm.placement={placement}",
                      f"norm.affine={affine}", "model.dropout=0.3"]
         overrides += ["model.depth=8", "model.width=0.5"] if model == "resnet" else []
-        overrides += ["norm.virtual_batch_size=4"] if kind == "ghost" else []
+        overrides += (["norm.virtual_batch_size=4"]
+                      if "virtual_batch_size" in NORMS[kind].reads else [])
         cfg = compose_config(*overrides)
         members = []
         for seed in range(3):

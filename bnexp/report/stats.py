@@ -26,6 +26,7 @@ REPLICATE = "seed"
 METRICS = ["final_test_accuracy", "final_test_loss", "best_test_accuracy",
            "final_train_accuracy", "generalization_gap", "train_seconds"]
 CONFIDENCE = 0.95
+SECTIONS = [item.name for item in fields(Config)]  # the config's top-level keys, schema order
 
 
 def detect_factors(runs: pd.DataFrame, config_keys: Iterable[str]) -> list[str]:
@@ -49,10 +50,9 @@ def detect_factors(runs: pd.DataFrame, config_keys: Iterable[str]) -> list[str]:
 def aliases(runs: pd.DataFrame, factors: list[str]) -> dict[str, list[str]]:
     """{factor: the config keys (columns `<section>.<key>` of the schema's sections) that vary
     with it one to one and are not factors themselves}, for the page to name them."""
-    sections = {item.name for item in fields(Config)}
     found: dict[str, list[str]] = {}
     for key in sorted(runs.columns, key=_schema_rank):
-        if key in factors or key.split(".", 1)[0] not in sections or "." not in key \
+        if key in factors or "." not in key or key.split(".", 1)[0] not in SECTIONS \
                 or key in NOT_SEMANTIC or len(_applicable_values(runs[key])) < 2:
             continue
         owner = next((factor for factor in factors if _relabels(runs, key, factor)), None)
@@ -62,9 +62,8 @@ def aliases(runs: pd.DataFrame, factors: list[str]) -> dict[str, list[str]]:
 
 
 def _schema_rank(key: str) -> tuple[int, str]:
-    sections = [item.name for item in fields(Config)]
     section = key.split(".", 1)[0]
-    return (sections.index(section) if section in sections else len(sections), key)
+    return (SECTIONS.index(section) if section in SECTIONS else len(SECTIONS), key)
 
 
 def _relabels(runs: pd.DataFrame, key: str, other: str) -> bool:
