@@ -125,18 +125,22 @@ class BatchRenorm(_VirtualBatchNorm):
         super().__init__(channels, eps, momentum, virtual_batch_size)
         self.r_max, self.d_max, self.warmup_steps = r_max, d_max, warmup_steps
 
-    def limits(self) -> tuple[float, float]:
-        """(r_max, d_max) now, from the batches seen so far (a buffer, so it resumes)."""
-        ramp = 1.0 if self.warmup_steps == 0 else min(
-            1.0, int(self.num_batches_tracked) / self.warmup_steps)
+    def limits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(r_max, d_max) now, from the batches seen so far (a buffer, so it resumes); 0-dim
+        tensors on the buffer's device, so the ramp costs no host sync per forward."""
+        if self.warmup_steps == 0:
+            ramp = torch.ones((), device=self.num_batches_tracked.device)
+        else:
+            ramp = (self.num_batches_tracked / self.warmup_steps).clamp(max=1.0)
         return 1.0 + (self.r_max - 1.0) * ramp, self.d_max * ramp
 
     def _correction(self, mean: torch.Tensor, std: torch.Tensor, shape: tuple[int, ...]
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         r_max, d_max = self.limits()
         running_std = torch.sqrt(self.running_var + self.eps).view(shape)
-        r = (std / running_std).clamp(1 / r_max, r_max)
-        d = ((mean - self.running_mean.view(shape)) / running_std).clamp(-d_max, d_max)
+        r = torch.minimum(torch.maximum(std / running_std, 1 / r_max), r_max)
+        d = torch.minimum(torch.maximum((mean - self.running_mean.view(shape)) / running_std,
+                                        -d_max), d_max)
         return r, d
 
 

@@ -153,7 +153,7 @@ def test_batch_renorm_by_hand_with_its_warmup():
     # step 0: r_max=1, d_max=0, plain batch norm
     plain = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)
     torch.testing.assert_close(layer(x), plain, atol=1e-5, rtol=1e-5)
-    assert layer.limits() == (1.25, 0.25)  # one of four warmup steps done
+    assert [float(limit) for limit in layer.limits()] == [1.25, 0.25]  # 1 of 4 warmup steps
     running_mean, running_var = layer.running_mean.clone(), layer.running_var.clone()
     expected = _renorm_by_hand(x, running_mean, running_var, 1.25, 0.25, 1e-5)
     torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
@@ -162,6 +162,10 @@ def test_batch_renorm_by_hand_with_its_warmup():
     layer.eval()
     torch.testing.assert_close(layer(x), (x - layer.running_mean)
                                / torch.sqrt(layer.running_var + 1e-5))
+    layer.train()
+    for _ in range(3):
+        layer(x)
+    assert [float(limit) for limit in layer.limits()] == [2.0, 1.0]  # 5 of 4: final, held
 
 
 def test_batch_renorm_gradient_treats_r_and_d_as_constants():
