@@ -127,6 +127,8 @@ def test_a_key_that_relabels_a_factor_is_that_factor_not_a_second_one():
                          "optim.lr": [lr for _, _, lr in grid], "seed": 0})
     keys = ["eval.batch_size", "norm.kind", "optim.lr", "seed", "train.batch_size"]
     assert detect_factors(runs, keys) == ["norm.kind", "optim.lr", "train.batch_size"]
+    assert detect_factors(runs, keys, prefer=["eval.batch_size"]) == [
+        "eval.batch_size", "norm.kind", "optim.lr"]
     noisy = pd.DataFrame({"norm.kind": ["batch", "noisy_batch", "noisy_batch"],
                           "norm.noise_mean": ["n/a", 0.5, 0.1], "norm.noise_std": ["n/a", 0.5, 0.1],
                           "seed": 0})  # a noise level sets both; n/a goes with n/a alone
@@ -458,3 +460,23 @@ def test_the_page_names_the_keys_that_follow_a_factor():
                          "final_test_accuracy": [0.8, 0.7, 0.6, 0.5], "seed": 0})
     assert aliases(runs, ["model.activation", "norm.kind"]) == {
         "model.activation": ["model.depth", "optim.lr"]}
+
+
+def test_a_comparison_on_the_later_of_two_aliases_still_pairs(tmp_path):
+    """A study contrasting eval.batch_size (which follows train.batch_size one to one) gets
+    its verdict: the key its comparison names is the factor, the schema's first the alias.
+    Expected differences by hand: batch 1 - batch 32 is -0.05 in every seed."""
+    root = tmp_path / "study"
+    comparison = [{"factor": "eval.batch_size", "reference": "32"}]
+    for batch, accuracy in ((1, 0.75), (32, 0.8)):
+        for seed in range(3):
+            config = {"seed": seed, "norm.kind": "batch", "train.batch_size": batch,
+                      "eval.batch_size": batch, "eval.modes": ["running", "batch"],
+                      "study": "s", "question.comparisons": comparison}
+            write_run(root / f"b{batch}s{seed}", config, accuracy=accuracy + 0.01 * seed)
+    report = build_report(root, tmp_path / "out")
+    assert report.factors == ["eval.batch_size"]
+    (row,) = report.comparisons.to_dict("records")
+    assert (row["factor"], row["reference"], row["n"]) == ("eval.batch_size", "32", 3)
+    assert row["mean"] == pytest.approx(-0.05)
+    assert "with `train.batch_size`" in (tmp_path / "out" / "report.md").read_text()

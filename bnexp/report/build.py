@@ -55,9 +55,12 @@ def build_report(results: Path, out: Optional[Path] = None, options: Optional[Op
     if data.runs.empty:
         raise ValueError(f"no run folders under {results} (looked for summary.json, "
                          "metrics.csv, .hydra/config.yaml)")
-    factors = detect_factors(data.runs, data.config_keys)
-    for key in [options.x, options.col, options.row, *(options.hue or [])]:
-        if key is not None and key not in data.runs:
+    asked_keys = [key for key in [options.x, options.col, options.row, *(options.hue or [])]
+                  if key is not None]
+    factors = detect_factors(data.runs, data.config_keys,
+                             [*questions.named_keys(data.runs, options.baselines), *asked_keys])
+    for key in asked_keys:
+        if key not in data.runs:
             raise ValueError(f"{key} is not a config key of these runs; factors: "
                              f"{', '.join(factors) or 'none'}")
     question = questions.resolve(data.runs, factors, options.metric, options.target,

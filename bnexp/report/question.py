@@ -47,21 +47,36 @@ def _recorded(runs: pd.DataFrame, key: str) -> Optional[object]:
     return values.iloc[-1]
 
 
+def _asked(runs: pd.DataFrame, baselines: Optional[list[str]]) -> list[Comparison]:
+    """The comparisons asked for: bnexp-report's --baseline flags, else the study's record."""
+    if baselines:
+        return [Comparison.parse(text) for text in baselines]
+    recorded = _recorded(runs, "question.comparisons")
+    return [] if recorded in (None, "[]") else comparisons_from_config(recorded)
+
+
+def named_keys(runs: pd.DataFrame, baselines: Optional[list[str]] = None) -> list[str]:
+    """The config keys the asked comparisons contrast or tune: where keys relabel each other
+    one to one, these name the factor (`stats.detect_factors`), so the comparison can pair."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # resolve() says it when runs disagree
+        comparisons = _asked(runs, baselines)
+    return [key for comparison in comparisons
+            for key in (comparison.factor, comparison.tune) if key]
+
+
 def resolve(runs: pd.DataFrame, factors: list[str], metric: Optional[str] = None,
             target: Optional[float] = None, baselines: Optional[list[str]] = None) -> Question:
     recorded = {key: _recorded(runs, f"question.{key}") for key in
-                ("claim", "source", "command", "metric", "target", "comparisons")}
+                ("claim", "source", "command", "metric", "target")}
     question = Question(claim=recorded["claim"], source=recorded["source"],
                         command=recorded["command"],
                         metric=metric or recorded["metric"] or DEFAULT_METRIC,
                         target=target if target is not None else (
                             None if recorded["target"] is None else float(recorded["target"])))
-    if baselines:
-        question.comparisons = [Comparison.parse(text) for text in baselines]
-        question.declared = True
-    elif recorded["comparisons"] not in (None, "[]"):
-        question.comparisons = comparisons_from_config(recorded["comparisons"])
-        question.declared = True
+    asked = _asked(runs, baselines)
+    if asked:
+        question.comparisons, question.declared = asked, True
     elif "norm.kind" in factors and "none" in runs["norm.kind"].astype(str).values:
         question.comparisons = [Comparison("norm.kind", "none")]  # what bnexp asks by default
     if question.metric.endswith("_to_target") and question.target is None:

@@ -29,17 +29,21 @@ CONFIDENCE = 0.95
 SECTIONS = [item.name for item in fields(Config)]  # the config's top-level keys, schema order
 
 
-def detect_factors(runs: pd.DataFrame, config_keys: Iterable[str]) -> list[str]:
+def detect_factors(runs: pd.DataFrame, config_keys: Iterable[str],
+                   prefer: Iterable[str] = ()) -> list[str]:
     """Config keys with more than one value among the runs, except the replicate, keys
     that only say where or how a run executed, and aliases: a key whose values relabel
     another factor's one to one (`eval.batch_size: ${train.batch_size}`, or the depth and LR
     a study's network choice sets together) is that factor under another name, so it
-    neither splits a cell nor gets a figure axis. Of a set of aliases the key the schema
-    declares first (data, model, norm, optim, train, probe, eval; then by name) stays."""
+    neither splits a cell nor gets a figure axis. Of a set of aliases the key named in
+    `prefer` (the keys the study's comparisons contrast, or a figure option) stays, else the
+    one the schema declares first (data, model, norm, optim, train, probe, eval; then by
+    name)."""
+    preferred = set(prefer)
     candidates = [key for key in config_keys
                   if key in runs and key != REPLICATE and key not in NOT_SEMANTIC]
     varying = sorted((key for key in candidates if len(_applicable_values(runs[key])) > 1),
-                     key=_schema_rank)
+                     key=lambda key: (key not in preferred, _schema_rank(key)))
     kept: list[str] = []
     for key in varying:
         if not any(_relabels(runs, key, other) for other in kept):
