@@ -137,9 +137,10 @@ def _validate_eval_batch(cfg: DictConfig) -> None:
     """Test batches of one example have batch statistics only on feature maps (H x W values
     per channel), as training batches of one do."""
     modes = {EvalMode.batch, EvalMode.homogeneous} & set(cfg.eval.modes)
+    if not modes or cfg.eval.batch_size != 1 or not NORMS[cfg.norm.kind].batch_statistics:
+        return
     use = norm_use(cfg.model, cfg.eval.batch_size)
-    if modes and cfg.eval.batch_size == 1 and NORMS[cfg.norm.kind].batch_statistics \
-            and not use.feature_maps:
+    if not use.feature_maps:
         raise ConfigError(
             f"eval.batch_size=1 is invalid with eval.modes {sorted(m.value for m in modes)} and "
             f"norm.kind={cfg.norm.kind} on model={use.model}: batch statistics of one example "
