@@ -226,13 +226,14 @@ class QuestionConfig:
 @dataclass
 class Config:
     seed: int = 0  # seeds python, numpy and torch at the start of the run
-    study: str = "adhoc"  # runs go to <results_dir>/<study>/<run-id>
+    study: str = "adhoc"  # runs go to <results_dir>/<study>/<run-id> (full scale: <study>/full/)
     results_dir: str = "results"  # relative paths are taken from the launch directory
     rerun: Rerun = Rerun.missing  # what a repeated launch runs again
-    report: bool = False  # after a sweep (-m), write <results_dir>/<study>/report/
+    report: bool = False  # after a sweep (-m), write the study folder's report/
     pack: str = "auto"  # sweeps: auto | off | N (most runs trained as one model); bnexp.packing
     pack_members: Optional[str] = None  # set by the packing sweeper: this job's pack file
     scale: Optional[str] = None  # a study's scale, set by experiment=<study>/<scale>; null: ad hoc
+    # (quick runs live in the study folder, any other scale's in <study>/<scale>/: identity.study_dir)
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None  # the chosen model's schema (bnexp.models.MODELS), from the model group
     norm: NormConfig = field(default_factory=NormConfig)

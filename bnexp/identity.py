@@ -1,6 +1,6 @@
 """Deterministic run identity: where a run's folder is, derived from its config alone.
 
-A run lives in `<results_dir>/<study>/<run-id>`. The run-id is a readable prefix (the values of
+A run lives in `<results_dir>/<study>/<run-id>` (a full-scale one in `<study>/full/`). The run-id is a readable prefix (the values of
 the keys people usually vary) and a hash of the semantic config: every resolved value that can
 change what the run computes. The hash ignores the order of overrides (the config is a
 mapping), whether a default was written out (`optim.lr=0.1` composes to the same value), keys
@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bnexp.config import READ_WHEN, Config, QuestionConfig, flatten
+from bnexp.config import CONFIG_DIR, READ_WHEN, Config, QuestionConfig, flatten
 from bnexp.norm import unused_keys
 
 EXECUTION_KEYS = {
@@ -122,11 +122,15 @@ def run_id(cfg: DictConfig) -> str:
 
 def run_folder(cfg: DictConfig, launch_dir: str) -> Path:
     """`<study dir>/<run-id>`; or, when that does not exist, the folder an older bnexp
-    recorded the same run in (its readable prefix names the same values)."""
+    recorded the same run in (its readable prefix names the same values; a full-scale run
+    recorded before scales had their own folder lies in `<results_dir>/<study>` itself)."""
     values = flatten(task_config(cfg))
     readable = _readable(_semantic(values))
     study = study_dir(cfg, launch_dir)
-    current, *legacy = [study / f"{readable}-{digest}" for digest in _hashes(values)]
+    folders = [study] if study == _unscaled_study_dir(cfg, launch_dir) else [
+        study, _unscaled_study_dir(cfg, launch_dir)]
+    current, *legacy = [folder / f"{readable}-{digest}" for folder in folders
+                        for digest in _hashes(values)]
     if not current.exists():
         for candidate in legacy:
             if candidate.is_dir():
@@ -134,8 +138,25 @@ def run_folder(cfg: DictConfig, launch_dir: str) -> Path:
     return current
 
 
+ROOT_SCALE = "quick"  # the scale whose runs live in the study folder itself
+
+
+def scale_subfolders() -> set[str]:
+    """The folders a study's other scales keep their runs in: `<study>/<scale>/` for every
+    scale some study defines (conf/experiment/<study>/<scale>.yaml) but the root one."""
+    return {path.stem for path in (CONFIG_DIR / "experiment").glob("*/*.yaml")} - {ROOT_SCALE}
+
+
 def study_dir(cfg: DictConfig, launch_dir: str) -> Path:
-    """`<results_dir>/<study>`, absolute; a relative results_dir is taken from `launch_dir`."""
+    """`<results_dir>/<study>`, absolute (a relative results_dir is taken from
+    `launch_dir`), with `/<scale>` for a scale other than quick: a study's full-scale runs
+    never share a folder, a sweep or a report with its quick ones."""
+    folder = _unscaled_study_dir(cfg, launch_dir)
+    scale = cfg.get("scale")
+    return folder if scale in (None, ROOT_SCALE) else folder / scale
+
+
+def _unscaled_study_dir(cfg: DictConfig, launch_dir: str) -> Path:
     return (Path(launch_dir) / Path(cfg.results_dir).expanduser() / cfg.study).resolve()
 
 

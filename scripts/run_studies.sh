@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the curated studies (conf/experiment/<study>/<scale>.yaml) one after another, each
-# ending with its report in results/<study>/report/. Completed runs are skipped, so an interrupted call is
-# simply run again.
+# ending with its report in results/<study>/report/ (full scale: results/<study>/full/report/).
+# Completed runs are skipped, so an interrupted call is simply run again.
 #   bash scripts/run_studies.sh [quick|full] [study ...] [-- extra overrides for every run]
 #   bash scripts/run_studies.sh quick                       # all nine at the CPU budget
 #   bash scripts/run_studies.sh full resnet_cifar -- hydra/launcher=slurm

@@ -13,7 +13,7 @@ import pytest
 from bnexp.compose import compose_config
 from bnexp.config import READ_WHEN
 from bnexp.identity import (ADDED_LATER, ADDED_WITH_DEFAULT, accepted_hashes, config_hash,
-                            run_id, semantic_config)
+                            run_folder, run_id, semantic_config, study_dir)
 from bnexp.records import checkout_commit
 from bnexp.run import run
 from helpers import run_bnexp, run_folders
@@ -208,3 +208,21 @@ def test_a_checkout_is_dirty_when_code_differs_not_when_committed_results_do(tmp
     (tmp_path / "bnexp" / "code.py").write_text("x = 2\n")
     assert checkout_commit(tmp_path) == f"{head}-dirty"
     assert checkout_commit(tmp_path / "nowhere") is None
+
+
+def test_a_full_scale_run_has_its_own_folder_and_an_older_one_is_still_found(tmp_path):
+    """quick runs in results/<study>/, full ones in results/<study>/full/ (so a study's two
+    scales never share a sweep or a report); a full run recorded before, in the study folder
+    itself, is found there rather than retrained."""
+    launch = str(tmp_path)
+    quick = compose_config("experiment=lr_robustness/quick", "optim.lr=0.1", "seed=0")
+    full = compose_config("experiment=lr_robustness/full", "optim.lr=0.1", "seed=0")
+    study = tmp_path / "results" / "lr_robustness"
+    assert study_dir(quick, launch) == study and run_folder(quick, launch).parent == study
+    assert study_dir(full, launch) == study / "full"
+    assert run_folder(full, launch).parent == study / "full"
+    older = study / run_folder(full, launch).name
+    older.mkdir(parents=True)
+    assert run_folder(full, launch) == older
+    (study / "full" / older.name).mkdir(parents=True)  # both: the current folder wins
+    assert run_folder(full, launch) == study / "full" / older.name

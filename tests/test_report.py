@@ -480,3 +480,16 @@ def test_a_comparison_on_the_later_of_two_aliases_still_pairs(tmp_path):
     assert (row["factor"], row["reference"], row["n"]) == ("eval.batch_size", "32", 3)
     assert row["mean"] == pytest.approx(-0.05)
     assert "with `train.batch_size`" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_study_report_leaves_out_its_full_scale_runs_and_theirs_is_their_own(tmp_path):
+    """results/<study>/full/ holds the study's full-scale runs: the quick report (of
+    results/<study>) does not count them, the full report (of that folder) counts only them."""
+    study = tmp_path / "study"
+    for seed in range(2):
+        write_run(study / f"quick{seed}", {"seed": seed, "norm.kind": "batch", "study": "s",
+                                           "scale": "quick"}, accuracy=0.8)
+        write_run(study / "full" / f"full{seed}", {"seed": seed, "norm.kind": "batch",
+                                                   "study": "s", "scale": "full"}, accuracy=0.9)
+    assert sorted(collect(study).runs["run"]) == ["quick0", "quick1"]
+    assert sorted(collect(study / "full").runs["run"]) == ["full0", "full1"]

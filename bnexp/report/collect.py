@@ -21,7 +21,7 @@ import yaml
 
 from bnexp.config import flatten_tree
 from bnexp.schema import METRICS, SUMMARY, SUMMARY_KEYS, TABLES, Status, Table
-from bnexp.identity import unread_keys
+from bnexp.identity import scale_subfolders, unread_keys
 from bnexp.report.outcomes import mark_failed_to_train
 
 NOT_APPLICABLE = "n/a"  # a key the run's config does not read (bnexp.identity.unread_keys)
@@ -40,11 +40,14 @@ class Collection:
 
 
 def find_run_folders(root: Path) -> list[Path]:
+    """Run folders under `root`, at any depth, but not in a report or bookkeeping folder,
+    nor in another scale's folder of the study (`<study>/full/`: its own report)."""
+    skipped = SKIPPED_FOLDERS | scale_subfolders()
     found = set()
     for marker in (SUMMARY, METRICS.file, ".hydra/config.yaml"):
         for path in root.rglob(marker):
             folder = path.parent.parent if marker.startswith(".hydra") else path.parent
-            if not SKIPPED_FOLDERS & set(folder.relative_to(root).parts):
+            if not skipped & set(folder.relative_to(root).parts):
                 found.add(folder)
     return sorted(found)
 
