@@ -101,6 +101,11 @@ def test_a_measure_is_worded_by_its_direction_not_as_better():
     step = metric_info("effective_step")
     assert verdict(Paired(5, 0.0012, 0.0001, 0.0011, 0.0013), step).startswith(
         "+0.0012 [+0.0011, +0.0013] ratio")
+    # a gradient measure is not a ratio: its difference is stated in its own unit
+    shift = verdict(Paired(5, -0.0196, 0.003, -0.024, -0.0152), metric_info("ics_l2"))
+    assert shift.startswith("-0.0196 [-0.024, -0.0152] gradient norm,")
+    cosine = verdict(Paired(5, 0.00142, 0.0003, 0.00096, 0.00187), metric_info("ics_cosine"))
+    assert cosine.startswith("+0.00142 [+0.00096, +0.00187] cosine,")
 
 
 def test_a_study_compares_dead_units_by_seed(tmp_path: Path):

@@ -20,6 +20,7 @@ class Metric:
     low: Optional[float] = None  # smallest possible value, None: unbounded
     high: Optional[float] = None
     higher_is_better: Optional[bool] = True  # None: a measure, neither side better
+    decades: bool = False  # spans decades (1e-4 to 0.3): differences in significant digits
 
     @property
     def span(self) -> float:
@@ -39,7 +40,9 @@ class Metric:
 
 ACCURACY = dict(unit="points", scale=100.0, low=0.0, high=1.0)
 FRACTION = dict(ACCURACY, higher_is_better=None)  # a fraction that measures, not scores
-RATIO = dict(unit="ratio", low=0.0, higher_is_better=None)  # a positive measure spanning decades
+# positive measures spanning decades; a ratio has no unit, a gradient measure has its own
+RATIO = dict(unit="ratio", low=0.0, higher_is_better=None, decades=True)
+GRADIENT = dict(RATIO, unit="gradient norm")
 METRIC_INFO: dict[str, Metric] = {
     "final_test_accuracy": Metric("final test accuracy (fraction)", **ACCURACY),
     "best_test_accuracy": Metric("best test accuracy (fraction)", **ACCURACY),
@@ -67,13 +70,16 @@ METRIC_INFO: dict[str, Metric] = {
                              **RATIO),
     "initial_effective_step": Metric("effective step at the first probe", **RATIO),
     "weight_norm_growth": Metric("normalized weights' norm, last / first probe", **RATIO),
-    "ics_l2": Metric("ICS ||G − G′|| (Santurkar et al.; mean over layers and steps)", **RATIO),
+    "ics_l2": Metric("ICS ||G − G′|| (Santurkar et al.; mean over layers and steps)",
+                     **GRADIENT),
     "ics_relative": Metric("ICS relative to the gradient, ||G − G′|| / ||G||", **RATIO),
-    "ics_cosine": Metric("cos(G, G′) (Santurkar et al.)", **{**RATIO, "low": -1.0, "high": 1.0}),
+    "ics_cosine": Metric("cos(G, G′) (Santurkar et al.)",
+                         **{**RATIO, "unit": "cosine", "low": -1.0, "high": 1.0}),
     "loss_range": Metric("loss range along the gradient (nats)", "nats", low=0.0,
                          higher_is_better=None),
-    "grad_change": Metric("largest gradient change along the gradient", **RATIO),
-    "beta_smoothness": Metric("effective β-smoothness along the gradient", **RATIO),
+    "grad_change": Metric("largest gradient change along the gradient", **GRADIENT),
+    "beta_smoothness": Metric("effective β-smoothness along the gradient",
+                              **{**GRADIENT, "unit": "gradient norm per parameter distance"}),
 }
 MODES = ("batch", "homogeneous", "precise")  # eval modes whose keys carry a suffix
 
@@ -88,7 +94,8 @@ def metric_info(name: str) -> Metric:
         info = METRIC_INFO[base]
         named = info.label.replace("test", f"test ({mode} statistics)", 1) if "test" in \
             info.label else info.label.replace("eval mode", f"{mode} statistics")
-        return Metric(named, info.unit, info.scale, info.low, info.high, info.higher_is_better)
+        return Metric(named, info.unit, info.scale, info.low, info.high, info.higher_is_better,
+                      info.decades)
     return Metric(name, "")
 
 

@@ -202,7 +202,7 @@ def _row(comparison: Comparison, value: str, where: dict, reference: pd.DataFram
 
 def _fmt(value: float, info: Metric, sign: bool = True) -> str:
     scaled = value * info.scale
-    if info.unit == "ratio":  # spans decades (an effective step of 1e-4 or 0.3)
+    if info.decades:  # an effective step of 1e-4 or 0.3
         return f"{scaled:{'+' if sign else ''}.3g}"
     digits = 1 if info.unit == "points" else 3 if info.unit == "nats" else 0 if \
         info.unit in ("examples", "steps") else 2
