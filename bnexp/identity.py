@@ -1,9 +1,9 @@
 """Deterministic run identity: where a run's folder is, derived from its config alone.
 
-A run lives in `<results_dir>/<study>/<run-id>` (a full-scale one in `<study>/full/`). The run-id is a readable prefix (the values of
-the keys people usually vary) and a hash of the semantic config: every resolved value that can
-change what the run computes. The hash ignores the order of overrides (the config is a
-mapping), whether a default was written out (`optim.lr=0.1` composes to the same value), keys
+A run lives in `<results_dir>/<study>/<run-id>` (a full-scale one in `<study>/full/`). The
+run-id is a readable prefix (the values of the keys people usually vary) and a hash of the
+semantic config: every resolved value that can change what the run computes. The hash
+ignores the order of overrides (the config is a mapping), whether a default was written out (`optim.lr=0.1` composes to the same value), keys
 that only say where or how to execute or where the data is found (`NOT_SEMANTIC`), and keys
 the config does not read (`unread_keys`: `model.init_std` unless `model.init=normal`, the
 norm keys a normalizer ignores, ...) and keys added later at the value that reproduces the runs
@@ -126,9 +126,8 @@ def run_folder(cfg: DictConfig, launch_dir: str) -> Path:
     recorded before scales had their own folder lies in `<results_dir>/<study>` itself)."""
     values = flatten(task_config(cfg))
     readable = _readable(_semantic(values))
-    study = study_dir(cfg, launch_dir)
-    folders = [study] if study == _unscaled_study_dir(cfg, launch_dir) else [
-        study, _unscaled_study_dir(cfg, launch_dir)]
+    folders = list(dict.fromkeys([study_dir(cfg, launch_dir),
+                                  _unscaled_study_dir(cfg, launch_dir)]))
     current, *legacy = [folder / f"{readable}-{digest}" for folder in folders
                         for digest in _hashes(values)]
     if not current.exists():

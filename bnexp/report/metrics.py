@@ -8,7 +8,7 @@ curve (`outcomes.to_target`): the first evaluation whose test accuracy reaches t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 
@@ -94,8 +94,7 @@ def metric_info(name: str) -> Metric:
         info = METRIC_INFO[base]
         named = info.label.replace("test", f"test ({mode} statistics)", 1) if "test" in \
             info.label else info.label.replace("eval mode", f"{mode} statistics")
-        return Metric(named, info.unit, info.scale, info.low, info.high, info.higher_is_better,
-                      info.decades)
+        return replace(info, label=named)
     return Metric(name, "")
 
 
