@@ -2,13 +2,14 @@
 
 A run lives in `<results_dir>/<study>/<run-id>` (a full-scale one in `<study>/full/`). The
 run-id is a readable prefix (the values of the keys people usually vary) and a hash of the
-semantic config: every resolved value that can change what the run computes. The hash
-ignores the order of overrides (the config is a mapping), whether a default was written out (`optim.lr=0.1` composes to the same value), keys
-that only say where or how to execute or where the data is found (`NOT_SEMANTIC`), and keys
-the config does not read (`unread_keys`: `model.init_std` unless `model.init=normal`, the
-norm keys a normalizer ignores, ...) and keys added later at the value that reproduces the runs
-recorded before them (`ADDED_WITH_DEFAULT`), so relaunching a sweep in any order finds the same folders
-and two configs that train the same run share one.
+semantic config: every resolved value that can change what the run computes. The hash ignores
+the order of overrides (the config is a mapping), whether a default was written out
+(`optim.lr=0.1` composes to the same value), keys that only say where or how to execute or
+where the data is found (`NOT_SEMANTIC`), and keys the config does not read (`unread_keys`:
+`model.init_std` unless `model.init=normal`, the norm keys a normalizer ignores, ...) and keys
+added later at the value that reproduces the runs recorded before them (`ADDED_WITH_DEFAULT`),
+so relaunching a sweep in any order finds the same folders and two configs that train the same
+run share one.
 
 A folder recorded by an older bnexp under its own rule (identity v1, which hashed every key
 but the execution keys and the norm keys a normalizer ignores) is found and used as it is:
