@@ -237,7 +237,7 @@ def test_a_cell_names_keys_briefly_unless_two_share_a_short_name():
 def test_the_question_is_the_one_the_latest_run_recorded():
     """A study that gained an arm after most of its runs were recorded reports its current
     claim and comparisons, not the majority's older ones."""
-    from bnexp.report.question import resolve
+    from bnexp.report.question import asked_comparisons, resolve
     runs = pd.DataFrame({
         "question.claim": ["old", "old", "new", "old"],
         "question.comparisons": ["[]", "[]", '[{"factor": "norm.kind", "reference": "batch"}]',
@@ -246,6 +246,6 @@ def test_the_question_is_the_one_the_latest_run_recorded():
                        "2026-11-30T17:00:00+00:00", None],
         "norm.kind": ["batch", "group", "ghost", "batch"]})
     with pytest.warns(UserWarning, match="latest run"):
-        question = resolve(runs, ["norm.kind"])
+        question = resolve(runs, ["norm.kind"], asked_comparisons(runs))
     assert question.claim == "new"
     assert [(c.factor, c.reference) for c in question.comparisons] == [("norm.kind", "batch")]

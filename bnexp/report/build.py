@@ -57,13 +57,14 @@ def build_report(results: Path, out: Optional[Path] = None, options: Optional[Op
                          "metrics.csv, .hydra/config.yaml)")
     asked_keys = [key for key in [options.x, options.col, options.row, *(options.hue or [])]
                   if key is not None]
+    asked = questions.asked_comparisons(data.runs, options.baselines)
     factors = detect_factors(data.runs, data.config_keys,
-                             [*questions.named_keys(data.runs, options.baselines), *asked_keys])
+                             [*questions.named_keys(asked), *asked_keys])
     for key in asked_keys:
         if key not in data.runs:
             raise ValueError(f"{key} is not a config key of these runs; factors: "
                              f"{', '.join(factors) or 'none'}")
-    question = questions.resolve(data.runs, factors, options.metric, options.target,
+    question = questions.resolve(data.runs, factors, asked, options.metric, options.target,
                                  options.baselines)
     derived = probe_outcomes(data.extras)
     data.runs = data.runs.merge(derived, on="run", how="left")

@@ -47,26 +47,28 @@ def _recorded(runs: pd.DataFrame, key: str) -> Optional[object]:
     return values.iloc[-1]
 
 
-def _asked(runs: pd.DataFrame, baselines: Optional[list[str]]) -> list[Comparison]:
-    """The comparisons asked for: bnexp-report's --baseline flags, else the study's record."""
+def asked_comparisons(runs: pd.DataFrame, baselines: Optional[list[str]] = None
+                      ) -> list[Comparison]:
+    """The comparisons asked for: bnexp-report's --baseline flags, else the study's record
+    (read once per report: they choose among aliases, `named_keys`, and `resolve` checks them)."""
     if baselines:
         return [Comparison.parse(text) for text in baselines]
     recorded = _recorded(runs, "question.comparisons")
     return [] if recorded in (None, "[]") else comparisons_from_config(recorded)
 
 
-def named_keys(runs: pd.DataFrame, baselines: Optional[list[str]] = None) -> list[str]:
-    """The config keys the asked comparisons contrast or tune: where keys relabel each other
+def named_keys(comparisons: list[Comparison]) -> list[str]:
+    """The config keys these comparisons contrast or tune: where keys relabel each other
     one to one, these name the factor (`stats.detect_factors`), so the comparison can pair."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # resolve() says it when runs disagree
-        comparisons = _asked(runs, baselines)
     return [key for comparison in comparisons
             for key in (comparison.factor, comparison.tune) if key]
 
 
-def resolve(runs: pd.DataFrame, factors: list[str], metric: Optional[str] = None,
-            target: Optional[float] = None, baselines: Optional[list[str]] = None) -> Question:
+def resolve(runs: pd.DataFrame, factors: list[str], asked: list[Comparison],
+            metric: Optional[str] = None, target: Optional[float] = None,
+            baselines: Optional[list[str]] = None) -> Question:
+    """The question, with `asked` (`asked_comparisons`) left to the ones these runs can test;
+    one that `baselines` (the command line) asked for and they cannot is an error."""
     recorded = {key: _recorded(runs, f"question.{key}") for key in
                 ("claim", "source", "command", "metric", "target")}
     question = Question(claim=recorded["claim"], source=recorded["source"],
@@ -74,7 +76,6 @@ def resolve(runs: pd.DataFrame, factors: list[str], metric: Optional[str] = None
                         metric=metric or recorded["metric"] or DEFAULT_METRIC,
                         target=target if target is not None else (
                             None if recorded["target"] is None else float(recorded["target"])))
-    asked = _asked(runs, baselines)
     if asked:
         question.comparisons, question.declared = asked, True
     elif "norm.kind" in factors and "none" in runs["norm.kind"].astype(str).values:
