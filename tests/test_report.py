@@ -482,6 +482,39 @@ def test_a_comparison_on_the_later_of_two_aliases_still_pairs(tmp_path):
     assert "with `train.batch_size`" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_a_key_only_one_arm_reads_follows_the_factor_it_copies(tmp_path):
+    """The A/A arm's `norm.virtual_batch_size: ${train.batch_size}` is n/a on the BN and none
+    arms: it adds no cell, so the cells are norm.kind x batch, labelled by the batch that every
+    run reads. Expected differences by hand: ghost - batch is +0.01 in every seed."""
+    root = tmp_path / "study"
+    comparison = [{"factor": "norm.kind", "reference": "batch", "contrast": "ghost"}]
+    for kind, offset in (("batch", 0.0), ("none", -0.05), ("ghost", 0.01)):
+        for batch in (32, 256):
+            for seed in range(3):
+                config = {"seed": seed, "norm.kind": kind, "train.batch_size": batch,
+                          "norm.virtual_batch_size": batch, "study": "s",
+                          "question.comparisons": comparison}
+                write_run(root / f"{kind}{batch}s{seed}", config,
+                          accuracy=0.8 + offset + 0.01 * seed + batch / 10_000)
+    report = build_report(root, tmp_path / "out")
+    assert report.factors == ["norm.kind", "train.batch_size"]
+    rows = report.comparisons.sort_values("train.batch_size").to_dict("records")
+    assert [(row["within"], row["n"]) for row in rows] == [("batch_size=32", 3),
+                                                          ("batch_size=256", 3)]
+    assert [row["mean"] for row in rows] == pytest.approx([0.01, 0.01])
+    assert "`norm.virtual_batch_size` where read, one to one" in \
+        (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_key_read_by_some_runs_of_a_cell_is_still_a_factor():
+    """Where a key's n/a is not decided by the other factors (here two runs share every other
+    value and differ only in whether they read the key), leaving it out would merge them."""
+    runs = pd.DataFrame({"norm.kind": ["ghost"] * 4, "train.batch_size": [32, 32, 256, 256],
+                         "norm.virtual_batch_size": ["n/a", 32, "n/a", 256], "seed": 0})
+    assert detect_factors(runs, list(runs.columns)) == ["norm.virtual_batch_size",
+                                                        "train.batch_size"]
+
+
 def test_a_study_report_leaves_out_its_full_scale_runs_and_theirs_is_their_own(tmp_path):
     """results/<study>/full/ holds the study's full-scale runs: the quick report (of
     results/<study>) does not count them, the full report (of that folder) counts only them."""

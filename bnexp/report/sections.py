@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bnexp.report import page
+from bnexp.report.collect import NOT_APPLICABLE
 from bnexp.report.metrics import metric_info
 from bnexp.report.question import Question
 from bnexp.report.stats import aliases, sort_key, summary_cells
@@ -184,8 +185,9 @@ def _varied(runs: pd.DataFrame, factors: list[str]) -> str:
     following = aliases(runs, factors)
 
     def with_aliases(factor: str) -> str:
-        keys = following.get(factor)
-        return f" (with {', '.join(f'`{k}`' for k in keys)}, one to one)" if keys else ""
+        keys = [f"`{key}`" + ("" if (runs[key].astype(str) != NOT_APPLICABLE).all()
+                              else " where read") for key in following.get(factor, [])]
+        return f" (with {', '.join(keys)}, one to one)" if keys else ""
     varied = "; ".join(
         f"`{f}`: {', '.join(sorted(runs[f].map(text).unique(), key=sort_key))}"
         f"{with_aliases(f)}" for f in factors) or "nothing (a single variant)"

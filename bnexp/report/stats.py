@@ -32,21 +32,23 @@ SECTIONS = [item.name for item in fields(Config)]  # the config's top-level keys
 def detect_factors(runs: pd.DataFrame, config_keys: Iterable[str],
                    prefer: Iterable[str] = ()) -> list[str]:
     """Config keys with more than one value among the runs, except the replicate, keys
-    that only say where or how a run executed, and aliases: a key whose values relabel
-    another factor's one to one (`eval.batch_size: ${train.batch_size}`, or the depth and LR
-    a study's network choice sets together) is that factor under another name, so it
+    that only say where or how a run executed, and aliases: a key that follows another
+    factor (`_follows`: `eval.batch_size: ${train.batch_size}`, the depth and LR a study's
+    network choice sets together, or the ghost arm's `norm.virtual_batch_size:
+    ${train.batch_size}`, n/a on the other arms) is that factor under another name, so it
     neither splits a cell nor gets a figure axis. Of a set of aliases the key named in
-    `prefer` (the keys the study's comparisons contrast, or a figure option) stays, else the
-    one the schema declares first (data, model, norm, optim, train, probe, eval; then by
-    name)."""
+    `prefer` (the keys the study's comparisons contrast, or a figure option) stays, else one
+    that every run reads, else the one the schema declares first (data, model, norm, optim,
+    train, probe, eval; then by name)."""
     preferred = set(prefer)
     candidates = [key for key in config_keys
                   if key in runs and key != REPLICATE and key not in NOT_SEMANTIC]
     varying = sorted((key for key in candidates if len(_applicable_values(runs[key])) > 1),
-                     key=lambda key: (key not in preferred, _schema_rank(key)))
+                     key=lambda key: (key not in preferred, not _read_by_every_run(runs[key]),
+                                      _schema_rank(key)))
     kept: list[str] = []
     for key in varying:
-        if not any(_relabels(runs, key, other) for other in kept):
+        if not any(_follows(runs, key, other, kept) for other in kept):
             kept.append(key)
     return sorted(kept)
 
@@ -59,7 +61,8 @@ def aliases(runs: pd.DataFrame, factors: list[str]) -> dict[str, list[str]]:
         if key in factors or "." not in key or key.split(".", 1)[0] not in SECTIONS \
                 or key in NOT_SEMANTIC or len(_applicable_values(runs[key])) < 2:
             continue
-        owner = next((factor for factor in factors if _relabels(runs, key, factor)), None)
+        owner = next((factor for factor in factors if _follows(runs, key, factor, factors)),
+                     None)
         if owner is not None:
             found.setdefault(owner, []).append(key)
     return found
@@ -68,6 +71,24 @@ def aliases(runs: pd.DataFrame, factors: list[str]) -> dict[str, list[str]]:
 def _schema_rank(key: str) -> tuple[int, str]:
     section = key.split(".", 1)[0]
     return (SECTIONS.index(section) if section in SECTIONS else len(SECTIONS), key)
+
+
+def _follows(runs: pd.DataFrame, key: str, factor: str, factors: list[str]) -> bool:
+    """Whether `key` is `factor` under another name: their values relabel each other one to
+    one, or, for a key some runs do not read (n/a), they do so among the runs that read it
+    and the key adds no cell to `factors` (its value, n/a included, is one per cell of
+    theirs: whether a run reads it is decided by the factors, e.g. by norm.kind)."""
+    if _relabels(runs, key, factor):
+        return True
+    read = runs[key].astype(str) != NOT_APPLICABLE
+    if read.all() or not _relabels(runs[read], key, factor):
+        return False
+    cells = runs[factors].astype(str)
+    return bool((runs[key].astype(str).groupby([cells[f] for f in factors]).nunique() == 1).all())
+
+
+def _read_by_every_run(column: pd.Series) -> bool:
+    return bool((column.astype(str) != NOT_APPLICABLE).all())
 
 
 def _relabels(runs: pd.DataFrame, key: str, other: str) -> bool:
