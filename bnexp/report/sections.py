@@ -9,10 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from bnexp.report import page
-from bnexp.report.collect import NOT_APPLICABLE
 from bnexp.report.metrics import metric_info
 from bnexp.report.question import Question
-from bnexp.report.stats import aliases, sort_key, summary_cells
+from bnexp.report.stats import aliases, read_by_every_run, sort_key, summary_cells
 from bnexp.report.verdicts import signed, text
 from bnexp.schema import REPORTED
 
@@ -185,8 +184,8 @@ def _varied(runs: pd.DataFrame, factors: list[str]) -> str:
     following = aliases(runs, factors)
 
     def with_aliases(factor: str) -> str:
-        keys = [f"`{key}`" + ("" if (runs[key].astype(str) != NOT_APPLICABLE).all()
-                              else " where read") for key in following.get(factor, [])]
+        keys = [f"`{key}`" + ("" if read_by_every_run(runs[key]) else " where read")
+                for key in following.get(factor, [])]
         return f" (with {', '.join(keys)}, one to one)" if keys else ""
     varied = "; ".join(
         f"`{f}`: {', '.join(sorted(runs[f].map(text).unique(), key=sort_key))}"

@@ -44,7 +44,7 @@ def detect_factors(runs: pd.DataFrame, config_keys: Iterable[str],
     candidates = [key for key in config_keys
                   if key in runs and key != REPLICATE and key not in NOT_SEMANTIC]
     varying = sorted((key for key in candidates if len(_applicable_values(runs[key])) > 1),
-                     key=lambda key: (key not in preferred, not _read_by_every_run(runs[key]),
+                     key=lambda key: (key not in preferred, not read_by_every_run(runs[key]),
                                       _schema_rank(key)))
     kept: list[str] = []
     for key in varying:
@@ -87,7 +87,8 @@ def _follows(runs: pd.DataFrame, key: str, factor: str, factors: list[str]) -> b
     return bool((runs[key].astype(str).groupby([cells[f] for f in factors]).nunique() == 1).all())
 
 
-def _read_by_every_run(column: pd.Series) -> bool:
+def read_by_every_run(column: pd.Series) -> bool:
+    """Whether no run leaves this config key unread (n/a)."""
     return bool((column.astype(str) != NOT_APPLICABLE).all())
 
 
