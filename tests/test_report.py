@@ -526,3 +526,16 @@ def test_a_study_report_leaves_out_its_full_scale_runs_and_theirs_is_their_own(t
                                                    "study": "s", "scale": "full"}, accuracy=0.9)
     assert sorted(collect(study).runs["run"]) == ["quick0", "quick1"]
     assert sorted(collect(study / "full").runs["run"]) == ["full0", "full1"]
+
+
+def test_a_figure_with_one_panel_is_described_without_panels(tmp_path):
+    """Alt text names the panel factor only where there are panels: a one-factor study's
+    bar chart is "one bar per norm.kind.", not "panels by none"."""
+    root = tmp_path / "study"
+    for kind in ("batch", "none"):
+        for seed in range(2):
+            write_run(root / f"{kind}{seed}", {"seed": seed, "norm.kind": kind, "study": "s"})
+    build_report(root, tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "![Bar chart of final test accuracy (fraction), one bar per norm.kind.]" in text
+    assert "panels by none" not in text

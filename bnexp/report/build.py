@@ -129,7 +129,7 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
     chance = chance_accuracy(data.runs)
     what = axis_label(metric)
     hue = ", ".join(roles.hue) or "one colour"
-    panels = ", ".join(roles.panels) or "none"
+    panels = _panels_phrase(roles.panels)
     primary: Figures = {}
     rest: Figures = {}
     numeric = [f for f in factors if layout.is_numeric(summary[f]) and f not in roles.hue
@@ -140,8 +140,8 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
             f"{metric} against {key}",
             f"{what} against {key}: mean over completed seeds with 95% t-interval error bars; "
             "markers at the bottom count diverged and untrained runs.",
-            f"Line chart of {what} against {key}, one line per {hue}, panels by "
-            f"{', '.join(p for p in roles.panels if p != key) or 'none'}.")
+            f"Line chart of {what} against {key}, one line per {hue}"
+            f"{_panels_phrase([p for p in roles.panels if p != key])}.")
     if {"train.batch_size", "optim.lr"} <= set(numeric):
         rest["heatmap_batch_size_lr"] = (
             plots.heatmap(summary, metric, roles),
@@ -166,7 +166,7 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
             f"{what} per variant: bar = mean over completed seeds, error bar = 95% t-interval, "
             "dots = seeds, counts of diverged, untrained or never-reaching runs written above; "
             "the y axis starts near the data.",
-            f"Bar chart of {what}, one bar per {hue}, panels by {panels}.")
+            f"Bar chart of {what}, one bar per {hue}{panels}.")
     if not data.curves.empty:
         rest["learning_curves"] = (
             plots.learning_curves(data.curves, data.runs, roles, palette, options.curves_x,
@@ -175,7 +175,7 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
             "Test accuracy (upper) and train loss (lower, log scale) over training: mean over "
             "completed seeds with a 95% t band (seeds drawn instead when fewer than 3); the "
             "dotted line is chance.",
-            f"Learning curves, one line per {hue}, panels by {panels}.")
+            f"Learning curves, one line per {hue}{panels}.")
     if metric != "generalization_gap" and len(summary) > 1 \
             and summary["generalization_gap_n"].sum() > 0:
         rest["generalization_gap"] = (
@@ -185,6 +185,11 @@ def _make_figures(data: Collection, summary: pd.DataFrame, factors: list[str],
             f"Bar chart of the generalization gap, one bar per {hue}.")
     rest.update(_probe_figures(data, roles, palette, hue))
     return {**primary, **rest}
+
+
+def _panels_phrase(panels: list[str]) -> str:
+    """The alt text's panel clause: ", panels by norm.kind", or nothing for a single panel."""
+    return f", panels by {', '.join(panels)}" if panels else ""
 
 
 def _tied_to_a_category(summary: pd.DataFrame, key: str, factors: list[str]) -> bool:
