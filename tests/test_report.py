@@ -539,3 +539,25 @@ def test_a_figure_with_one_panel_is_described_without_panels(tmp_path):
     text = (tmp_path / "out" / "report.md").read_text()
     assert "![Bar chart of final test accuracy (fraction), one bar per norm.kind.]" in text
     assert "panels by none" not in text
+
+
+def test_a_run_still_training_reads_its_config_resolved_like_the_finished_ones(tmp_path):
+    """A run without a summary is read from Hydra's saved config, which keeps `${scale}`
+    unresolved: resolved, its study command matches the finished runs' (no "runs disagree")."""
+    root = tmp_path / "study"
+    command = "bnexp -m experiment=s/full report=true"
+    write_run(root / "done", {"seed": 0, "norm.kind": "batch", "study": "s", "scale": "full",
+                              "question.command": command})
+    running = root / "running"
+    (running / ".hydra").mkdir(parents=True)
+    (running / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+        {"seed": 1, "study": "s", "scale": "full", "norm": {"kind": "batch"},
+         "question": {"command": "bnexp -m experiment=s/${scale} report=true"}}))
+    runs = collect(root).runs.set_index("run")
+    assert runs.loc["running", "question.command"] == command
+    unresolvable = root / "hydra_resolver"
+    (unresolvable / ".hydra").mkdir(parents=True)
+    (unresolvable / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+        {"seed": 2, "study": "s", "norm": {"kind": "batch"}, "out": "${hydra:runtime.cwd}"}))
+    assert collect(root).runs.set_index("run").loc["hydra_resolver", "out"] == \
+        "${hydra:runtime.cwd}"

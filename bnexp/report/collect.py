@@ -18,6 +18,8 @@ from typing import Any, Optional
 
 import pandas as pd
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from bnexp.config import flatten_tree
 from bnexp.schema import METRICS, SUMMARY, SUMMARY_KEYS, TABLES, Status, Table
@@ -125,10 +127,18 @@ def read_run(folder: Path, root: Path) -> tuple[dict[str, Any], list[str],
 
 
 def _hydra_config(folder: Path) -> dict[str, Any]:
+    """The config Hydra saved for a run without a summary (still running, or killed), with its
+    interpolations resolved as the run resolved them (`${scale}` in a study's command), so
+    that it agrees with the finished runs' recorded configs; left as written where one
+    cannot be resolved outside the run (a `${hydra:...}` resolver)."""
     try:
         tree = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         return {}
+    try:
+        tree = OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
+    except OmegaConfBaseException:
+        pass
     return flatten_tree(tree)
 
 
