@@ -33,7 +33,7 @@ def detect_factors(runs: pd.DataFrame, config_keys: Iterable[str],
                    prefer: Iterable[str] = ()) -> list[str]:
     """Config keys with more than one value among the runs, except the replicate, keys
     that only say where or how a run executed, and aliases: a key that follows another
-    factor (`_follows`: `eval.batch_size: ${train.batch_size}`, the depth and LR a study's
+    factor (`_follows_one_of`: `eval.batch_size: ${train.batch_size}`, the depth and LR a study's
     network choice sets together, or the ghost arm's `norm.virtual_batch_size:
     ${train.batch_size}`, n/a on the other arms) is that factor under another name, so it
     neither splits a cell nor gets a figure axis. Of a set of aliases the key named in
@@ -48,7 +48,7 @@ def detect_factors(runs: pd.DataFrame, config_keys: Iterable[str],
                                       _schema_rank(key)))
     kept: list[str] = []
     for key in varying:
-        if not any(_follows(runs, key, other, kept) for other in kept):
+        if not _follows_one_of(runs, key, kept):
             kept.append(key)
     return sorted(kept)
 
@@ -61,8 +61,7 @@ def aliases(runs: pd.DataFrame, factors: list[str]) -> dict[str, list[str]]:
         if key in factors or "." not in key or key.split(".", 1)[0] not in SECTIONS \
                 or key in NOT_SEMANTIC or len(_applicable_values(runs[key])) < 2:
             continue
-        owner = next((factor for factor in factors if _follows(runs, key, factor, factors)),
-                     None)
+        owner = _follows_one_of(runs, key, factors)
         if owner is not None:
             found.setdefault(owner, []).append(key)
     return found
@@ -73,23 +72,28 @@ def _schema_rank(key: str) -> tuple[int, str]:
     return (SECTIONS.index(section) if section in SECTIONS else len(SECTIONS), key)
 
 
-def _follows(runs: pd.DataFrame, key: str, factor: str, factors: list[str]) -> bool:
-    """Whether `key` is `factor` under another name: their values relabel each other one to
-    one, or, for a key some runs do not read (n/a), they do so among the runs that read it
-    and the key adds no cell to `factors` (its value, n/a included, is one per cell of
-    theirs: whether a run reads it is decided by the factors, e.g. by norm.kind)."""
-    if _relabels(runs, key, factor):
-        return True
-    read = runs[key].astype(str) != NOT_APPLICABLE
-    if read.all() or not _relabels(runs[read], key, factor):
-        return False
+def _follows_one_of(runs: pd.DataFrame, key: str, factors: list[str]) -> Optional[str]:
+    """The factor `key` is another name for, or None: the key adds no cell to `factors` (its
+    value, n/a included, is one per cell of theirs, so whether a run reads it is decided by
+    them, e.g. by norm.kind) and, among the runs that read it, its values and the factor's
+    relabel each other one to one. For a key every run reads this is plain one-to-one."""
+    if not factors:
+        return None
     cells = runs[factors].astype(str)
-    return bool((runs[key].astype(str).groupby([cells[f] for f in factors]).nunique() == 1).all())
+    if (runs[key].astype(str).groupby([cells[f] for f in factors]).nunique() > 1).any():
+        return None
+    read = runs[_is_read(runs[key])]
+    return next((factor for factor in factors if _relabels(read, key, factor)), None)
+
+
+def _is_read(column: pd.Series) -> pd.Series:
+    """Per run, whether its config reads this key (it is not n/a)."""
+    return column.astype(str) != NOT_APPLICABLE
 
 
 def read_by_every_run(column: pd.Series) -> bool:
     """Whether no run leaves this config key unread (n/a)."""
-    return bool((column.astype(str) != NOT_APPLICABLE).all())
+    return bool(_is_read(column).all())
 
 
 def _relabels(runs: pd.DataFrame, key: str, other: str) -> bool:
@@ -113,7 +117,7 @@ def held_fixed(runs: pd.DataFrame, config_keys: Iterable[str]) -> dict[str, obje
 
 def _applicable_values(column: pd.Series) -> list:
     """Distinct values, compared as text, leaving out n/a (a key the run does not read)."""
-    column = column[column.astype(str) != NOT_APPLICABLE]
+    column = column[_is_read(column)]
     return list(dict(zip(column.astype(str), column)).values())
 
 
