@@ -561,3 +561,22 @@ def test_a_run_still_training_reads_its_config_resolved_like_the_finished_ones(t
         {"seed": 2, "study": "s", "norm": {"kind": "batch"}, "out": "${hydra:runtime.cwd}"}))
     assert collect(root).runs.set_index("run").loc["hydra_resolver", "out"] == \
         "${hydra:runtime.cwd}"
+
+
+def test_a_run_still_training_agrees_with_the_finished_ones_on_a_list_of_mappings(tmp_path):
+    """Hydra saves a study's comparisons in the order the experiment file wrote their keys; a
+    finished run's summary keeps them sorted. Both must read as one value (no "runs
+    disagree on question.comparisons" while a sweep is still running)."""
+    root = tmp_path / "study"
+    declared = [{"factor": "norm.kind", "reference": "none", "contrast": "batch"}]
+    recorded = [dict(sorted(comparison.items())) for comparison in declared]  # as summaries
+    write_run(root / "done", {"seed": 0, "norm.kind": "batch", "study": "s",
+                              "question.comparisons": recorded})
+    running = root / "running"
+    (running / ".hydra").mkdir(parents=True)
+    (running / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+        {"seed": 1, "study": "s", "norm": {"kind": "batch"},
+         "question": {"comparisons": declared}}, sort_keys=False))
+    assert "factor: norm.kind\n    reference" in (running / ".hydra" / "config.yaml").read_text()
+    runs = collect(root).runs.set_index("run")
+    assert runs.loc["running", "question.comparisons"] == runs.loc["done", "question.comparisons"]

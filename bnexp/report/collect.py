@@ -95,8 +95,9 @@ def read_run(folder: Path, root: Path) -> tuple[dict[str, Any], list[str],
     config = summary.get("config") or _hydra_config(folder)
     unread = unread_keys(config)  # shown as n/a: they did not shape this run
     row.update({key: NOT_APPLICABLE if key in unread else
-                json.dumps(value) if isinstance(value, list) else value
+                json.dumps(value, sort_keys=True) if isinstance(value, list) else value
                 for key, value in config.items()})  # lists as text, so rows can be grouped
+    # (keys sorted: a summary's comparisons and Hydra's saved config list them differently)
     # every declared key, empty when this run lacks it (failed runs have no accuracies), then
     # whatever else scalar it recorded (per eval mode keys, a newer bnexp's keys)
     row.update({key: summary.get(key) for key in SUMMARY_KEYS if key not in NOT_IN_RUNS})
