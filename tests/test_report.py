@@ -55,6 +55,12 @@ def write_run(folder: Path, config: dict, status: str = "completed", accuracy: f
         (folder / "summary.json").write_text(json.dumps(record))
 
 
+def write_running_run(folder: Path, tree: dict, sort_keys: bool = True) -> None:
+    """A run still training: only the config Hydra saved (nested, as Hydra writes it)."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=sort_keys))
+
+
 GRID_ACCURACY = {("batch", 8): [0.81, 0.84, 0.80], ("batch", 64): [0.86, 0.85, 0.88],
                  ("none", 8): [0.70, 0.75, 0.72], ("none", 64): [0.79, 0.77, 0.80]}
 
@@ -548,17 +554,13 @@ def test_a_run_still_training_reads_its_config_resolved_like_the_finished_ones(t
     command = "bnexp -m experiment=s/full report=true"
     write_run(root / "done", {"seed": 0, "norm.kind": "batch", "study": "s", "scale": "full",
                               "question.command": command})
-    running = root / "running"
-    (running / ".hydra").mkdir(parents=True)
-    (running / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
-        {"seed": 1, "study": "s", "scale": "full", "norm": {"kind": "batch"},
-         "question": {"command": "bnexp -m experiment=s/${scale} report=true"}}))
+    write_running_run(root / "running", {
+        "seed": 1, "study": "s", "scale": "full", "norm": {"kind": "batch"},
+        "question": {"command": "bnexp -m experiment=s/${scale} report=true"}})
     runs = collect(root).runs.set_index("run")
     assert runs.loc["running", "question.command"] == command
-    unresolvable = root / "hydra_resolver"
-    (unresolvable / ".hydra").mkdir(parents=True)
-    (unresolvable / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
-        {"seed": 2, "study": "s", "norm": {"kind": "batch"}, "out": "${hydra:runtime.cwd}"}))
+    write_running_run(root / "hydra_resolver", {
+        "seed": 2, "study": "s", "norm": {"kind": "batch"}, "out": "${hydra:runtime.cwd}"})
     assert collect(root).runs.set_index("run").loc["hydra_resolver", "out"] == \
         "${hydra:runtime.cwd}"
 
@@ -573,10 +575,8 @@ def test_a_run_still_training_agrees_with_the_finished_ones_on_a_list_of_mapping
     write_run(root / "done", {"seed": 0, "norm.kind": "batch", "study": "s",
                               "question.comparisons": recorded})
     running = root / "running"
-    (running / ".hydra").mkdir(parents=True)
-    (running / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
-        {"seed": 1, "study": "s", "norm": {"kind": "batch"},
-         "question": {"comparisons": declared}}, sort_keys=False))
+    write_running_run(running, {"seed": 1, "study": "s", "norm": {"kind": "batch"},
+                                "question": {"comparisons": declared}}, sort_keys=False)
     assert "factor: norm.kind\n    reference" in (running / ".hydra" / "config.yaml").read_text()
     runs = collect(root).runs.set_index("run")
     assert runs.loc["running", "question.comparisons"] == runs.loc["done", "question.comparisons"]

@@ -94,10 +94,11 @@ def read_run(folder: Path, root: Path) -> tuple[dict[str, Any], list[str],
         problems.append(f"unreadable summary.json ({error})")
     config = summary.get("config") or _hydra_config(folder)
     unread = unread_keys(config)  # shown as n/a: they did not shape this run
+    # lists as text, so rows can be grouped; keys sorted, since a summary and Hydra's saved
+    # config (a run still training) order a comparison's keys differently
     row.update({key: NOT_APPLICABLE if key in unread else
                 json.dumps(value, sort_keys=True) if isinstance(value, list) else value
-                for key, value in config.items()})  # lists as text, so rows can be grouped
-    # (keys sorted: a summary's comparisons and Hydra's saved config list them differently)
+                for key, value in config.items()})
     # every declared key, empty when this run lacks it (failed runs have no accuracies), then
     # whatever else scalar it recorded (per eval mode keys, a newer bnexp's keys)
     row.update({key: summary.get(key) for key in SUMMARY_KEYS if key not in NOT_IN_RUNS})
