@@ -94,9 +94,13 @@ def test_killed_run_resumes_from_checkpoint_bit_identically(tmp_path, idx_root):
     assert (folder / "activations.csv").read_text() == (straight / "activations.csv").read_text()
 
 
-def test_sweep_killed_mid_way_completes_on_rerun_without_repeating(tmp_path, idx_root):
+@pytest.mark.parametrize("pack", ["off", "2"])
+def test_sweep_killed_mid_way_completes_on_rerun_without_repeating(tmp_path, idx_root, pack):
+    # pack=auto would train the six seeds as one pack whose members finish together, so the
+    # kill would land before or after all of them; single runs and packs of two finish in turn
     results = tmp_path / "results"
-    args = ["-m", "seed=0,1,2,3,4,5", *data_args(idx_root), *SMALL, "train.epochs=6"]
+    args = ["-m", "seed=0,1,2,3,4,5", *data_args(idx_root), *SMALL, "train.epochs=6",
+            f"pack={pack}"]
     started = time.perf_counter()
     sweep = subprocess.Popen([str(BNEXP), *args], cwd=tmp_path, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
