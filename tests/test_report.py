@@ -580,3 +580,23 @@ def test_a_run_still_training_agrees_with_the_finished_ones_on_a_list_of_mapping
     assert "factor: norm.kind\n    reference" in (running / ".hydra" / "config.yaml").read_text()
     runs = collect(root).runs.set_index("run")
     assert runs.loc["running", "question.comparisons"] == runs.loc["done", "question.comparisons"]
+
+
+def test_a_variant_whose_value_is_null_gets_its_bars_seeds_and_name(tmp_path):
+    """FrozenBN off is `train.freeze_norm_stats_at: null`, NaN in the runs table: its variant
+    is drawn and named "null" like any other (it was dropped from every bar chart)."""
+    root = tmp_path / "study"
+    accuracies = {None: [0.70, 0.72], 0.8: [0.80, 0.84]}
+    for freeze, values in accuracies.items():
+        for seed, accuracy in enumerate(values):
+            write_run(root / f"freeze{freeze}s{seed}", {
+                "seed": seed, "norm.kind": "batch", "train.freeze_norm_stats_at": freeze,
+                "study": "s"}, accuracy=accuracy)
+    report = build_report(root, tmp_path / "out", keep_figures=True)
+    [axis] = report.figures["bars_final_test_accuracy"].axes[:1]
+    bars = {label.get_text(): patch.get_height()
+            for label, patch in zip(axis.get_xticklabels(), axis.patches)}
+    assert bars == pytest.approx({"0.8": 0.82, "null": 0.71})
+    dots = sorted(value for line in axis.lines if line.get_marker() == "o"
+                  for value in line.get_ydata())
+    assert dots == pytest.approx([0.70, 0.72, 0.80, 0.84])

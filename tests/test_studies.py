@@ -15,7 +15,7 @@ from bnexp.compose import CONFIG_DIR, compose_config, compose_sweep
 from bnexp.config import flatten
 from bnexp.identity import task_config
 from bnexp.report.metrics import METRIC_INFO
-from bnexp.report.verdicts import text
+from bnexp.report.stats import text
 from bnexp.validation import validate
 from helpers import ROOT, run_bnexp
 

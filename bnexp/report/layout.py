@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from bnexp.report.stats import label, sort_key  # noqa: E402
+from bnexp.report.stats import label, sort_key, texts  # noqa: E402
 
 LINESTYLES = ["-", "--", "-.", ":"]
 DIVERGED = dict(marker="x", markersize=9, markeredgewidth=2, linestyle="none")
@@ -46,7 +46,7 @@ def hue_labels(table: pd.DataFrame, hue: list[str]) -> pd.Series:
     computed by column: a row-wise apply was most of a large report's figure time."""
     if not hue:
         return pd.Series(label({}), index=table.index)
-    parts = [key.rsplit(".", 1)[-1] + "=" + table[key].astype(str) for key in hue]
+    parts = [key.rsplit(".", 1)[-1] + "=" + texts(table[key]) for key in hue]
     joined = parts[0]
     for part in parts[1:]:
         joined = joined + ", " + part

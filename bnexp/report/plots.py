@@ -23,7 +23,7 @@ from matplotlib.ticker import (EngFormatter, FuncFormatter, LogLocator, MaxNLoca
 from bnexp.report.layout import (DIVERGED, FAILED_TO_TRAIN, Palette, Roles, chance_line,
                                  clip_to, grid, hue_labels, legend, panels_of)
 from bnexp.report.metrics import axis_label, metric_info
-from bnexp.report.stats import label, sort_key, t_quantile
+from bnexp.report.stats import label, sort_key, t_quantile, text, texts
 from bnexp.schema import Status
 
 AXIS_LABELS = {
@@ -128,11 +128,11 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette,
     for axis, (where, table) in zip(axes, panels):
         groups = [""]
         if roles.x:  # a config key's values in numeric order; a derived axis as given
-            groups = list(table[roles.x].astype(str).unique())
+            groups = list(texts(table[roles.x]).unique())
             groups = sorted(groups, key=sort_key) if "." in roles.x else groups
         ticks, tick_labels = [], []
         for g_index, group_value in enumerate(groups):
-            cells = table[table[roles.x].astype(str) == group_value] if roles.x else table
+            cells = table[texts(table[roles.x]) == group_value] if roles.x else table
             for b_index, name in enumerate(names):
                 cell = cells[hue_labels(cells, roles.hue) == name]
                 if cell.empty:
@@ -141,7 +141,7 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette,
                 position = g_index + (b_index - (len(names) - 1) / 2) * width
                 if not roles.x:  # one group: each bar is labelled with its variant
                     ticks.append(position)
-                    tick_labels.append("\n".join(str(cell[key]) for key in roles.hue))
+                    tick_labels.append("\n".join(text(cell[key]) for key in roles.hue))
                 mean = cell[f"{metric}_mean"]
                 if cell[f"{metric}_n"] > 0:
                     axis.bar(position, mean, width * 0.9, color=palette.colour(name), alpha=0.85,
@@ -206,7 +206,7 @@ def _seed_values(runs: Optional[pd.DataFrame], cell: pd.Series, metric: str,
     match = runs["status"] == Status.completed
     for key in [*roles.hue, *roles.panels, *([roles.x] if roles.x else [])]:
         if key in runs and key in cell:
-            match &= runs[key].astype(str) == str(cell[key])
+            match &= texts(runs[key]) == text(cell[key])
     return pd.to_numeric(runs.loc[match, metric], errors="coerce").dropna().to_numpy()
 
 

@@ -11,7 +11,8 @@ from typing import Optional
 import pandas as pd
 
 from bnexp.report.metrics import METRIC_INFO
-from bnexp.report.verdicts import Comparison, comparisons_from_config, text
+from bnexp.report.stats import text
+from bnexp.report.verdicts import Comparison, comparisons_from_config
 
 DEFAULT_METRIC = "final_test_accuracy"
 

@@ -11,8 +11,8 @@ import pandas as pd
 from bnexp.report import page
 from bnexp.report.metrics import metric_info
 from bnexp.report.question import Question
-from bnexp.report.stats import aliases, read_by_every_run, sort_key, summary_cells
-from bnexp.report.verdicts import signed, text
+from bnexp.report.stats import aliases, read_by_every_run, sort_key, summary_cells, text
+from bnexp.report.verdicts import signed
 from bnexp.schema import REPORTED
 
 HEADLINE_KEYS = [  # what the page names first among the settings held fixed

@@ -130,12 +130,29 @@ def sort_key(value: object) -> tuple:
     return (1, 0.0, str(value)) if math.isnan(number) else (0, number, "")
 
 
+def text(value: object) -> str:
+    """A factor value as comparisons match on and figures name it (0.1 -> '0.1', 64.0 -> '64';
+    a null config value, NaN in a table, -> 'null', as a command line spells it)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "null"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def texts(column: pd.Series) -> pd.Series:
+    """`text` of every value of a column, computed once per distinct value (a column of
+    curves has a row per logged step)."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=False)
+    return pd.Series([text(value) for value in uniques], dtype=object).iloc[codes].set_axis(
+        column.index)
+
+
 def label(values: dict[str, object]) -> str:
     """`kind=batch, placement=after`: short key names, in factor order; a short name two keys
-    share is spelled in full (`train.batch_size=32, eval.batch_size=32`)."""
+    share is spelled in full (`train.batch_size=32, eval.batch_size=32`); values as `text`."""
     short = [key.rsplit(".", 1)[-1] for key in values]
     names = [name if short.count(name) == 1 else key for name, key in zip(short, values)]
-    return ", ".join(f"{name}={value}" for name, value in zip(names, values.values())) or "all runs"
+    return ", ".join(f"{name}={text(value)}" for name, value in zip(names, values.values())) \
+        or "all runs"
 
 
 def t_interval(values: pd.Series) -> tuple[int, float, float, float, float]:

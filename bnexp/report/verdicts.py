@@ -25,7 +25,7 @@ import pandas as pd
 
 from bnexp.report.collect import NOT_APPLICABLE
 from bnexp.report.metrics import Metric, metric_info
-from bnexp.report.stats import REPLICATE, label, sort_key, t_interval
+from bnexp.report.stats import REPLICATE, label, sort_key, t_interval, text
 from bnexp.schema import Status
 
 
@@ -76,14 +76,6 @@ def paired_differences(reference: pd.Series, contrast: pd.Series) -> pd.Series:
 
 def paired_interval(differences: pd.Series) -> Paired:
     return Paired(*t_interval(differences))
-
-
-def text(value: object) -> str:
-    """A factor value as the text comparisons match on (0.1 -> '0.1', 64.0 -> '64'; a null
-    config value, NaN in a table, -> 'null', as a command line spells it)."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return "null"
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _matches(runs: pd.DataFrame, key: str, value: str, wildcard: bool) -> pd.Series:
