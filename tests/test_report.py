@@ -521,6 +521,19 @@ def test_a_key_read_by_some_runs_of_a_cell_is_still_a_factor():
                                                         "train.batch_size"]
 
 
+def test_a_null_valued_cell_still_counts_in_the_alias_check():
+    """FrozenBN off is a null factor value (NaN in the table): a key read by some of that
+    cell's runs and not others splits it, so it is a factor, not an alias of the freeze
+    step (pandas' astype(str) kept NaN and groupby dropped the cell from the check)."""
+    runs = pd.DataFrame({"train.freeze_norm_stats_at": [math.nan] * 4 + [0.8] * 2,
+                         "eval.precise_examples": ["n/a", "n/a", 1000, 1000, 100, 100],
+                         "seed": [0, 1, 0, 1, 0, 1]})
+    assert detect_factors(runs, list(runs.columns)) == ["eval.precise_examples",
+                                                        "train.freeze_norm_stats_at"]
+    runs["eval.precise_examples"] = [1000] * 4 + [100] * 2  # now one to one, null included
+    assert detect_factors(runs, list(runs.columns)) == ["train.freeze_norm_stats_at"]
+
+
 def test_a_study_report_leaves_out_its_full_scale_runs_and_theirs_is_their_own(tmp_path):
     """results/<study>/full/ holds the study's full-scale runs: the quick report (of
     results/<study>) does not count them, the full report (of that folder) counts only them."""

@@ -79,11 +79,18 @@ def _follows_one_of(runs: pd.DataFrame, key: str, factors: list[str]) -> Optiona
     relabel each other one to one. For a key every run reads this is plain one-to-one."""
     if not factors:
         return None
-    cells = runs[factors].astype(str)
-    if (runs[key].astype(str).groupby([cells[f] for f in factors]).nunique() > 1).any():
+    cells = exact_text(runs[factors])
+    if (exact_text(runs[key]).groupby([cells[f] for f in factors]).nunique() > 1).any():
         return None
     read = runs[_is_read(runs[key])]
     return next((factor for factor in factors if _relabels(read, key, factor)), None)
+
+
+def exact_text(values: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
+    """Values as text to compare for equality, every digit kept, a null config value (NaN,
+    None) as 'null': pandas' astype(str) keeps NaN, which groupby, nunique and dict keys then
+    drop or split, so a null-valued variant fell out of the alias checks."""
+    return values.astype(object).where(values.notna(), "null").astype(str)
 
 
 def _is_read(column: pd.Series) -> pd.Series:
@@ -99,7 +106,7 @@ def read_by_every_run(column: pd.Series) -> bool:
 def _relabels(runs: pd.DataFrame, key: str, other: str) -> bool:
     """Whether each value of `key` (as text, n/a included) goes with exactly one value of
     `other` among the runs, and the other way round."""
-    pairs = runs[[key, other]].astype(str).drop_duplicates()
+    pairs = exact_text(runs[[key, other]]).drop_duplicates()
     return pairs[key].is_unique and pairs[other].is_unique
 
 
@@ -118,7 +125,7 @@ def held_fixed(runs: pd.DataFrame, config_keys: Iterable[str]) -> dict[str, obje
 def _applicable_values(column: pd.Series) -> list:
     """Distinct values, compared as text, leaving out n/a (a key the run does not read)."""
     column = column[_is_read(column)]
-    return list(dict(zip(column.astype(str), column)).values())
+    return list(dict(zip(exact_text(column), column)).values())
 
 
 def sort_key(value: object) -> tuple:
