@@ -595,6 +595,26 @@ def test_a_run_still_training_agrees_with_the_finished_ones_on_a_list_of_mapping
     assert runs.loc["running", "question.comparisons"] == runs.loc["done", "question.comparisons"]
 
 
+def test_a_variant_that_does_not_read_the_panel_key_is_drawn_in_every_panel(tmp_path):
+    """The no-norm arm has no placement (n/a): its bar is the reference in both placement
+    panels, not a third `placement=n/a` panel that a reader has to compare across."""
+    root = tmp_path / "study"
+    accuracies = {("batch", "before"): [0.90, 0.92], ("batch", "after"): [0.86, 0.88],
+                  ("none", "before"): [0.80, 0.82]}
+    for (kind, placement), values in accuracies.items():
+        for seed, accuracy in enumerate(values):
+            config = {"seed": seed, "norm.kind": kind, "norm.placement": placement,
+                      "study": "s"}  # norm.kind=none does not read it: n/a in the table
+            write_run(root / f"{kind}{placement}s{seed}", config, accuracy=accuracy)
+    report = build_report(root, tmp_path / "out", Options(hue=["norm.kind"],
+                                                          col="norm.placement"),
+                          keep_figures=True)
+    axes = [axis for axis in report.figures["bars_final_test_accuracy"].axes if axis.patches]
+    drawn = {axis.get_title(): sorted(round(patch.get_height(), 3) for patch in axis.patches)
+             for axis in axes}
+    assert drawn == {"placement=after": [0.81, 0.87], "placement=before": [0.81, 0.91]}
+
+
 def test_a_variant_whose_value_is_null_gets_its_bars_seeds_and_name(tmp_path):
     """FrozenBN off is `train.freeze_norm_stats_at: null`, NaN in the runs table: its variant
     is drawn and named "null" like any other (it was dropped from every bar chart)."""

@@ -15,7 +15,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from bnexp.report.stats import label, sort_key, texts  # noqa: E402
+from bnexp.report.collect import NOT_APPLICABLE  # noqa: E402
+from bnexp.report.stats import label, sort_key, text, texts  # noqa: E402
 
 LINESTYLES = ["-", "--", "-.", ":"]
 DIVERGED = dict(marker="x", markersize=9, markeredgewidth=2, linestyle="none")
@@ -93,12 +94,31 @@ def is_numeric(series: pd.Series) -> bool:
 
 
 def panels_of(table: pd.DataFrame, keys: list[str]) -> list[tuple[dict, pd.DataFrame]]:
-    """(the panel's factor values, its rows), panels in numeric order of their values."""
+    """(the panel's factor values, its rows), panels in numeric order of their values.
+
+    Rows whose runs do not read a panel key (n/a: the no-norm arm has no placement) are drawn
+    in every panel that agrees with them on the keys they do read, as the reference they are
+    there; they get a panel of their own only where no such panel exists."""
     if not keys:
         return [({}, table)]
     groups = [(dict(zip(keys, k if isinstance(k, tuple) else (k,))), g)
               for k, g in table.groupby(keys, dropna=False, sort=False)]
-    return sorted(groups, key=lambda item: [sort_key(v) for v in item[0].values()])
+    spelled = [{key: text(value) for key, value in where.items()} for where, _ in groups]
+    panels = [(where, pd.concat([rows for other, (_, rows) in zip(spelled, groups)
+                                 if _belongs_in(other, spelled[i])]))
+              for i, (where, _) in enumerate(groups)
+              if not any(_belongs_in(spelled[i], other) and _unread(other) < _unread(spelled[i])
+                         for other in spelled)]
+    return sorted(panels, key=lambda item: [sort_key(v) for v in item[0].values()])
+
+
+def _unread(where: dict[str, str]) -> set[str]:
+    return {key for key, value in where.items() if value == NOT_APPLICABLE}
+
+
+def _belongs_in(rows: dict[str, str], panel: dict[str, str]) -> bool:
+    """Whether rows with these key values belong in the panel of those: equal, or n/a."""
+    return all(value in (panel[key], NOT_APPLICABLE) for key, value in rows.items())
 
 
 MARGINS = dict(left=0.75, right=0.25, bottom=0.75, top=0.45)  # inches around the panels
@@ -158,9 +178,9 @@ def legend(figure: Figure, axes: list, diverged: bool = False, failed: bool = Fa
     panels on the right so it covers nothing."""
     seen: dict[str, object] = {}
     for axis in axes:
-        for handle, text in zip(*axis.get_legend_handles_labels()):
-            if text and not text.startswith("_"):
-                seen.setdefault(text, handle)
+        for handle, name in zip(*axis.get_legend_handles_labels()):
+            if name and not name.startswith("_"):
+                seen.setdefault(name, handle)
     if seeds:
         seen["one completed seed"] = Line2D([], [], color="black", marker="o", markersize=3,
                                             linestyle="none")
