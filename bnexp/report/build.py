@@ -14,7 +14,7 @@ from bnexp.report.collect import Collection, collect
 from bnexp.report.metrics import axis_label
 from bnexp.report.outcomes import chance_accuracy, to_target
 from bnexp.report.probe_outcomes import probe_outcomes
-from bnexp.report.stats import METRICS, detect_factors, exact_text, held_fixed, summarize
+from bnexp.report.stats import METRICS, detect_factors, held_fixed, summarize, texts
 from bnexp.report.verdicts import compare
 from bnexp.schema import Status
 
@@ -199,7 +199,7 @@ def _tied_to_a_category(summary: pd.DataFrame, key: str, factors: list[str]) -> 
     for other in factors:
         if other == key or layout.is_numeric(summary[other]):
             continue
-        pairs = exact_text(summary[[key, other]]).drop_duplicates()
+        pairs = texts(summary[[key, other]]).drop_duplicates()
         if pairs[key].is_unique and pairs[other].is_unique:
             return True
     return False

@@ -104,11 +104,13 @@ def panels_of(table: pd.DataFrame, keys: list[str]) -> list[tuple[dict, pd.DataF
     groups = [(dict(zip(keys, k if isinstance(k, tuple) else (k,))), g)
               for k, g in table.groupby(keys, dropna=False, sort=False)]
     spelled = [{key: text(value) for key, value in where.items()} for where, _ in groups]
-    panels = [(where, pd.concat([rows for other, (_, rows) in zip(spelled, groups)
-                                 if _belongs_in(other, spelled[i])]))
-              for i, (where, _) in enumerate(groups)
-              if not any(_belongs_in(spelled[i], other) and _unread(other) < _unread(spelled[i])
-                         for other in spelled)]
+    panels = []
+    for (where, _), values in zip(groups, spelled):
+        if any(_belongs_in(values, other) and _unread(other) < _unread(values)
+               for other in spelled):
+            continue  # drawn in the panels that read more of these keys
+        members = [rows for other, (_, rows) in zip(spelled, groups) if _belongs_in(other, values)]
+        panels.append((where, pd.concat(members)))
     return sorted(panels, key=lambda item: [sort_key(v) for v in item[0].values()])
 
 

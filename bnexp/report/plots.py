@@ -128,13 +128,15 @@ def bars(summary: pd.DataFrame, metric: str, roles: Roles, palette: Palette,
     for axis, (where, table) in zip(axes, panels):
         groups = [""]
         if roles.x:  # a config key's values in numeric order; a derived axis as given
-            groups = list(texts(table[roles.x]).unique())
+            x_values = texts(table[roles.x])
+            groups = list(x_values.unique())
             groups = sorted(groups, key=sort_key) if "." in roles.x else groups
+        hues = hue_labels(table, roles.hue)
         ticks, tick_labels = [], []
         for g_index, group_value in enumerate(groups):
-            cells = table[texts(table[roles.x]) == group_value] if roles.x else table
+            in_group = x_values == group_value if roles.x else pd.Series(True, table.index)
             for b_index, name in enumerate(names):
-                cell = cells[hue_labels(cells, roles.hue) == name]
+                cell = table[in_group & (hues == name)]
                 if cell.empty:
                     continue
                 cell = cell.iloc[0]
@@ -224,12 +226,12 @@ def heatmap(summary: pd.DataFrame, metric: str, roles: Roles) -> Figure:
         for index, cell in table.iterrows():
             i, j = sizes.index(size[index]), rates.index(rate[index])
             cells[i, j] = cell[f"{metric}_mean"]
-            text = "" if math.isnan(cells[i, j]) else f"{cells[i, j]:.3f}"
+            annotation = "" if math.isnan(cells[i, j]) else f"{cells[i, j]:.3f}"
             if cell["diverged"]:
-                text += f"\n{cell['diverged']}× div"
+                annotation += f"\n{cell['diverged']}× div"
             if cell.get(FAILED, 0):
-                text += f"\n{cell[FAILED]}× untrained"
-            axis.text(j, i, text or "–", ha="center", va="center", fontsize=7)
+                annotation += f"\n{cell[FAILED]}× untrained"
+            axis.text(j, i, annotation or "–", ha="center", va="center", fontsize=7)
         image = axis.imshow(cells, cmap="viridis", aspect="auto", origin="lower",
                             vmin=info.low, vmax=info.high)
         axis.set_xticks(range(len(rates)), [f"{r:g}" for r in rates])

@@ -79,18 +79,11 @@ def _follows_one_of(runs: pd.DataFrame, key: str, factors: list[str]) -> Optiona
     relabel each other one to one. For a key every run reads this is plain one-to-one."""
     if not factors:
         return None
-    cells = exact_text(runs[factors])
-    if (exact_text(runs[key]).groupby([cells[f] for f in factors]).nunique() > 1).any():
+    cells = texts(runs[factors])
+    if (texts(runs[key]).groupby([cells[f] for f in factors]).nunique() > 1).any():
         return None
     read = runs[_is_read(runs[key])]
     return next((factor for factor in factors if _relabels(read, key, factor)), None)
-
-
-def exact_text(values: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
-    """Values as text to compare for equality, every digit kept, a null config value (NaN,
-    None) as 'null': pandas' astype(str) keeps NaN, which groupby, nunique and dict keys then
-    drop or split, so a null-valued variant fell out of the alias checks."""
-    return values.astype(object).where(values.notna(), "null").astype(str)
 
 
 def _is_read(column: pd.Series) -> pd.Series:
@@ -106,7 +99,7 @@ def read_by_every_run(column: pd.Series) -> bool:
 def _relabels(runs: pd.DataFrame, key: str, other: str) -> bool:
     """Whether each value of `key` (as text, n/a included) goes with exactly one value of
     `other` among the runs, and the other way round."""
-    pairs = exact_text(runs[[key, other]]).drop_duplicates()
+    pairs = texts(runs[[key, other]]).drop_duplicates()
     return pairs[key].is_unique and pairs[other].is_unique
 
 
@@ -125,7 +118,7 @@ def held_fixed(runs: pd.DataFrame, config_keys: Iterable[str]) -> dict[str, obje
 def _applicable_values(column: pd.Series) -> list:
     """Distinct values, compared as text, leaving out n/a (a key the run does not read)."""
     column = column[_is_read(column)]
-    return list(dict(zip(exact_text(column), column)).values())
+    return list(dict(zip(texts(column), column)).values())
 
 
 def sort_key(value: object) -> tuple:
@@ -137,20 +130,30 @@ def sort_key(value: object) -> tuple:
     return (1, 0.0, str(value)) if math.isnan(number) else (0, number, "")
 
 
+NULL = "null"  # a null config value (NaN in a table), as a command line spells it
+
+
 def text(value: object) -> str:
-    """A factor value as comparisons match on and figures name it (0.1 -> '0.1', 64.0 -> '64';
-    a null config value, NaN in a table, -> 'null', as a command line spells it)."""
+    """A factor value as comparisons match on, factor checks compare and figures name it:
+    exact, in the shortest spelling (0.1 -> '0.1', 64.0 -> '64', 1e-05 -> '1e-05'), NULL
+    for a null config value (pandas' astype(str) keeps NaN, which groupby, nunique and
+    dict keys then drop or split)."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return "null"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+        return NULL
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
-def texts(column: pd.Series) -> pd.Series:
-    """`text` of every value of a column, computed once per distinct value (a column of
-    curves has a row per logged step)."""
-    codes, uniques = pd.factorize(column, use_na_sentinel=False)
+def texts(values: pd.Series | pd.DataFrame) -> pd.Series | pd.DataFrame:
+    """`text` of every value of a column (or of each column of a frame), computed once per
+    distinct value (a column of curves has a row per logged step)."""
+    if isinstance(values, pd.DataFrame):
+        return values.apply(texts)
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
     return pd.Series([text(value) for value in uniques], dtype=object).iloc[codes].set_axis(
-        column.index)
+        values.index)
 
 
 def label(values: dict[str, object]) -> str:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from bnexp.report.collect import NOT_APPLICABLE
 from bnexp.report.metrics import Metric, metric_info
-from bnexp.report.stats import REPLICATE, label, sort_key, t_interval, text
+from bnexp.report.stats import NULL, REPLICATE, label, sort_key, t_interval, text
 from bnexp.schema import Status
 
 
@@ -246,7 +246,7 @@ def comparisons_from_config(values: object) -> list[Comparison]:
 def _null_word(value: str) -> str:
     """A comparison value naming a null config value: `null` (as runs.csv writes it); `None`
     is read the same (Python's spelling, which YAML keeps as text)."""
-    return "null" if value == "None" else value
+    return NULL if value == "None" else value
 
 
 def signed(value: Optional[float], info: Metric) -> str:
